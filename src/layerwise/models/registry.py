@@ -1,0 +1,140 @@
+"""Model families and named presets: ``build(name_or_config, device=..., **overrides)``.
+
+A family registers its config class and a builder; presets are named configs.
+Family modules are imported lazily by :func:`_load_families`, so importing
+``layerwise.models`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from layerwise.errors import ConfigError, UnknownNameError, suggest
+from layerwise.models.base import ModelConfig, read_config_file
+
+# Family modules in src/layerwise/models/ that register themselves on import.
+FAMILY_MODULES = ("mlp", "cnn", "rnn", "gpt", "bert", "seq2seq", "gan", "dqn")
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    config_cls: type[ModelConfig]
+    build: Callable[[ModelConfig], nn.Module]
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    family: str
+    fields: dict[str, Any]
+    description: str = ""
+    reference_params: int | None = None  # published count, for tests and docs
+    reference_source: str = ""
+
+
+_FAMILIES: dict[str, Family] = {}
+_PRESETS: dict[str, Preset] = {}
+_loaded = False
+
+
+def register_family(name: str, config_cls: type[ModelConfig], build: Callable[[ModelConfig], nn.Module]) -> None:
+    _FAMILIES[name] = Family(name, config_cls, build)
+
+
+def register_preset(
+    name: str,
+    family: str,
+    description: str = "",
+    reference_params: int | None = None,
+    reference_source: str = "",
+    **fields: Any,
+) -> None:
+    if name in _PRESETS and _PRESETS[name].family != family:
+        raise ValueError(f"preset {name!r} registered twice")
+    _PRESETS[name] = Preset(name, family, fields, description, reference_params, reference_source)
+
+
+def _load_families() -> None:
+    global _loaded
+    if _loaded:
+        return
+    for mod in FAMILY_MODULES:
+        try:
+            importlib.import_module(f"layerwise.models.{mod}")
+        except ModuleNotFoundError as e:
+            if e.name != f"layerwise.models.{mod}":
+                raise
+    _loaded = True
+
+
+def families() -> dict[str, Family]:
+    _load_families()
+    return dict(_FAMILIES)
+
+
+def list_presets(family: str | None = None) -> list[Preset]:
+    _load_families()
+    return [p for p in _PRESETS.values() if family is None or p.family == family]
+
+
+def get_preset(name: str) -> Preset:
+    _load_families()
+    if name not in _PRESETS:
+        raise UnknownNameError(f"unknown model preset {name!r}.{suggest(name, _PRESETS)} (`layerwise models` lists them)")
+    return _PRESETS[name]
+
+
+def config_from_dict(data: dict[str, Any], source: str = "config") -> ModelConfig:
+    _load_families()
+    fam = data.get("family")
+    if fam is None:
+        raise ConfigError(f"{source}: missing field 'family'; expected one of {', '.join(sorted(_FAMILIES))}")
+    if fam not in _FAMILIES:
+        raise ConfigError(f"{source}: unknown family {fam!r}; expected one of {', '.join(sorted(_FAMILIES))}")
+    return _FAMILIES[fam].config_cls.from_dict(data, source=source)
+
+
+def get_config(name_or_config: str | ModelConfig | dict, **overrides: Any) -> ModelConfig:
+    """A config from a preset name, a config file path (.json/.toml), a dict or a config."""
+    _load_families()
+    if isinstance(name_or_config, ModelConfig):
+        cfg = name_or_config
+    elif isinstance(name_or_config, dict):
+        cfg = config_from_dict(name_or_config)
+    elif isinstance(name_or_config, str) and name_or_config.endswith((".json", ".toml")):
+        data = read_config_file(name_or_config)
+        if "preset" in data:  # a file may start from a preset and override fields
+            base = get_preset(data.pop("preset"))
+            data = {"family": base.family, **base.fields, **data}
+        cfg = config_from_dict(data, source=name_or_config)
+    else:
+        p = get_preset(str(name_or_config))
+        cfg = _FAMILIES[p.family].config_cls.from_dict({"family": p.family, **p.fields}, source=f"preset {p.name}")
+    return cfg.replace(**overrides) if overrides else cfg
+
+
+def build(
+    name_or_config: str | ModelConfig | dict,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+    **overrides: Any,
+) -> nn.Module:
+    """Build a model from a preset name, config file, dict or config.
+
+    ``device="meta"`` builds without allocating weights, so any size can be analysed.
+    The returned module carries its config as ``model.config``.
+    """
+    cfg = get_config(name_or_config, **overrides)
+    fam = _FAMILIES[cfg.family]
+    with torch.device(device):
+        model = fam.build(cfg)
+    if dtype is not None:
+        model = model.to(dtype=dtype)
+    model.config = cfg
+    return model
