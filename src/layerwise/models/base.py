@@ -40,16 +40,18 @@ class ModelConfig:
         return d
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "config") -> "ModelConfig":
+    def from_dict(cls, data: dict[str, Any], source: str | None = None) -> "ModelConfig":
+        """Build from plain data; ``source`` (a file or preset name) prefixes error messages."""
         data = dict(data)
+        where = source or cls.__name__
         fam = data.pop("family", cls.family)
         if fam != cls.family:
-            raise ConfigError(f"{source}: family {fam!r} does not match {cls.__name__} (family {cls.family!r})")
+            raise ConfigError(f"{where}: family {fam!r} does not match {cls.__name__} (family {cls.family!r})")
         names = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - set(names))
         if unknown:
             raise ConfigError(
-                f"{source}: unknown field(s) {', '.join(unknown)} for {cls.__name__}; "
+                f"{where}: unknown field(s) {', '.join(unknown)} for {cls.__name__}; "
                 f"valid fields: {', '.join(names)}"
             )
         for k, v in list(data.items()):
@@ -59,10 +61,14 @@ class ModelConfig:
         try:
             return cls(**data)
         except TypeError as e:  # a required field missing
+            raise ConfigError(f"{where}: {e}") from None
+        except ConfigError as e:  # name the file (or preset) the bad value came from
+            if source is None:
+                raise
             raise ConfigError(f"{source}: {e}") from None
 
     def replace(self, **overrides: Any) -> "ModelConfig":
-        return type(self).from_dict({**self.to_dict(), **overrides}, source=f"{type(self).__name__} overrides")
+        return type(self).from_dict({**self.to_dict(), **overrides})
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the config as JSON (or TOML if the suffix is .toml), atomically."""
@@ -75,13 +81,21 @@ class ModelConfig:
         return path
 
 
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float, str)):
+        return json.dumps(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):  # an inline table; TOML has no null, so None keys are left out
+        return "{" + ", ".join(f"{json.dumps(str(k))} = {_toml_value(x)}" for k, x in v.items() if x is not None) + "}"
+    raise ConfigError(f"cannot write {type(v).__name__} value {v!r} to TOML")
+
+
 def _to_toml(d: dict[str, Any]) -> str:
-    lines = []
-    for k, v in d.items():
-        if v is None:
-            continue  # TOML has no null: a missing key means the default
-        lines.append(f"{k} = {json.dumps(v)}")
-    return "\n".join(lines) + "\n"
+    # TOML has no null: a missing key means the field's default
+    return "".join(f"{k} = {_toml_value(v)}\n" for k, v in d.items() if v is not None)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -90,13 +90,13 @@ def get_preset(name: str) -> Preset:
     return _PRESETS[name]
 
 
-def config_from_dict(data: dict[str, Any], source: str = "config") -> ModelConfig:
+def config_from_dict(data: dict[str, Any], source: str | None = None) -> ModelConfig:
     _load_families()
     fam = data.get("family")
     if fam is None:
-        raise ConfigError(f"{source}: missing field 'family'; expected one of {', '.join(sorted(_FAMILIES))}")
+        raise ConfigError(f"{source or 'config'}: missing field 'family'; expected one of {', '.join(sorted(_FAMILIES))}")
     if fam not in _FAMILIES:
-        raise ConfigError(f"{source}: unknown family {fam!r}; expected one of {', '.join(sorted(_FAMILIES))}")
+        raise ConfigError(f"{source or 'config'}: unknown family {fam!r}; expected one of {', '.join(sorted(_FAMILIES))}")
     return _FAMILIES[fam].config_cls.from_dict(data, source=source)
 
 
@@ -115,7 +115,7 @@ def get_config(name_or_config: str | ModelConfig | dict, **overrides: Any) -> Mo
         cfg = config_from_dict(data, source=name_or_config)
     else:
         p = get_preset(str(name_or_config))
-        cfg = _FAMILIES[p.family].config_cls.from_dict({"family": p.family, **p.fields}, source=f"preset {p.name}")
+        cfg = _FAMILIES[p.family].config_cls.from_dict({"family": p.family, **p.fields})
     return cfg.replace(**overrides) if overrides else cfg
 
 

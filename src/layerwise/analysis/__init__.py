@@ -1,0 +1,6 @@
+"""Layer-by-layer analysis: depth in four senses, parameters, FLOPs (and, later, memory)."""
+
+from layerwise.analysis.core import Analysis, BlockRow, Depth, KindRow, LayerRow, Totals, analyze
+from layerwise.analysis.formulas import Formula, formula
+
+__all__ = ["Analysis", "BlockRow", "Depth", "Formula", "KindRow", "LayerRow", "Totals", "analyze", "formula"]

@@ -1,0 +1,1 @@
+"""Rendering of analysis results: terminal tables, markdown, CSV, JSON, plots."""

@@ -1,0 +1,123 @@
+"""Turn a command-line TARGET into a model: a preset name, a layerwise config file,
+a Hugging Face ``config.json``, or ``package.module:factory`` for a user's model."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from layerwise.errors import ConfigError, LayerwiseError, LoadError
+
+
+@dataclass
+class Target:
+    name: str
+    model: nn.Module
+    source: str  # "preset" | "config" | "hf-config" | "factory"
+
+
+def _is_hf_config(data: dict) -> bool:
+    return "model_type" in data or "architectures" in data
+
+
+def _hf_model(path: Path, data: dict, device: str) -> nn.Module:
+    try:
+        import transformers
+    except ImportError:
+        raise LoadError(f"{path}: a Hugging Face config needs the transformers package (pip install transformers)") from None
+    model_type = data.get("model_type")
+    if not model_type:
+        raise ConfigError(f"{path}: Hugging Face config has no 'model_type' field")
+    fields = {k: v for k, v in data.items() if k not in ("model_type", "transformers_version")}
+    try:
+        config = transformers.AutoConfig.for_model(model_type, **fields)
+    except (ValueError, KeyError) as e:
+        raise ConfigError(f"{path}: model_type {model_type!r} is not known to transformers {transformers.__version__}: {e}") from None
+    cls = None
+    for arch in data.get("architectures") or []:
+        cls = getattr(transformers, arch, None)
+        if cls is not None:
+            break
+    cls = cls or transformers.AutoModel
+    with torch.device(device):
+        model = cls.from_config(config) if cls is transformers.AutoModel else cls(config)
+    return model
+
+
+def _factory(spec: str, device: str) -> nn.Module:
+    mod_name, _, fn_name = spec.partition(":")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        mod = importlib.import_module(mod_name)
+    except Exception as e:  # the user's module may fail in any way while importing
+        raise LoadError(f"{spec}: cannot import module {mod_name!r}: {type(e).__name__}: {e}") from None
+    fn = getattr(mod, fn_name, None)
+    if fn is None:
+        raise LoadError(f"{spec}: module {mod_name!r} has no attribute {fn_name!r}")
+    try:
+        with torch.device(device):
+            model = fn() if callable(fn) and not isinstance(fn, nn.Module) else fn
+    except Exception as e:
+        raise LoadError(f"{spec}: calling {fn_name}() failed: {type(e).__name__}: {e}") from None
+    if not isinstance(model, nn.Module):
+        raise LoadError(f"{spec}: {fn_name} returned {type(model).__name__}, expected a torch.nn.Module")
+    return model
+
+
+def resolve(target: str, device: str = "meta", **overrides) -> Target:
+    """Build the model a TARGET names, on ``device`` (meta by default: no weight memory)."""
+    from layerwise import models
+
+    path = Path(target)
+    if ":" in target and not path.exists() and not target.endswith((".json", ".toml")):
+        return Target(target.split(":")[-1], _factory(target, device), "factory")
+    if target.endswith((".json", ".toml")) or path.is_file():
+        from layerwise.models.base import read_config_file
+
+        data = read_config_file(path)
+        if _is_hf_config(data):
+            return Target(data.get("_name_or_path") or data.get("model_type") or path.stem, _hf_model(path, data, device), "hf-config")
+        return Target(path.stem, models.build(str(path), device=device, **overrides), "config")
+    model = models.build(target, device=device, **overrides)
+    return Target(target, model, "preset")
+
+
+def parse_shape(text: str) -> list:
+    """'1,3,224,224' -> [1, 3, 224, 224]; '1x128;1x128' -> two shapes."""
+    shapes = []
+    for part in text.replace(" ", "").split(";"):
+        tokens = re.split(r"[,x×]", part)
+        if not all(t.isdigit() for t in tokens):
+            raise LayerwiseError(f"--input-shape {text!r}: expected comma-separated integers like 1,3,224,224")
+        dims = [int(t) for t in tokens]
+        if any(d <= 0 for d in dims):
+            raise LayerwiseError(f"--input-shape {text!r}: expected positive integers like 1,3,224,224")
+        shapes.append(dims)
+    return shapes if len(shapes) > 1 else shapes[0]
+
+
+def analyze_target(
+    target: str,
+    input_shape=None,
+    batch_size: int = 1,
+    seq_len: int | None = None,
+    device: str = "meta",
+    trace_forward: bool = True,
+):
+    """Resolve TARGET and analyse it (see :func:`layerwise.analysis.analyze`)."""
+    from layerwise.analysis import analyze
+
+    t = resolve(target, device=device)
+    inputs = None
+    if input_shape is None and not hasattr(t.model, "example_inputs") and t.source in ("hf-config",):
+        input_shape = [batch_size, seq_len or 128]
+    return analyze(t.model, inputs=inputs, input_shape=input_shape, batch_size=batch_size, seq_len=seq_len,
+                   name=t.name, trace_forward=trace_forward)
