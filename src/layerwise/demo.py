@@ -17,7 +17,7 @@ from typing import Callable
 
 from layerwise.analysis import Analysis, analyze
 from layerwise.models import build
-from layerwise.models.base import atomic_write_text
+from layerwise.io import atomic_write_text
 from layerwise.report import plots, table
 
 GROUPS = {

@@ -12,11 +12,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, ClassVar
 
 from layerwise.errors import ConfigError, LoadError
+from layerwise.io import atomic_write_text
 
 
 def check(condition: bool, cls_name: str, field: str, expected: str, got: Any) -> None:
@@ -96,23 +96,6 @@ def _toml_value(v: Any) -> str:
 def _to_toml(d: dict[str, Any]) -> str:
     # TOML has no null: a missing key means the field's default
     return "".join(f"{k} = {_toml_value(v)}\n" for k, v in d.items() if v is not None)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Temp file in the same folder, fsync, rename: a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def read_config_file(path: str | os.PathLike) -> dict[str, Any]:

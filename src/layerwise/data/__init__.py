@@ -1,0 +1,1 @@
+"""Text corpora, tokenizers, datasets and loaders: the data half of pretraining and fine-tuning."""
