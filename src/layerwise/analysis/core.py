@@ -15,9 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from layerwise import roles
 from layerwise.analysis.formulas import formula
-from layerwise.analysis.kinds import class_kind, detect_blocks, is_hf_conv1d, name_kind, weight_layer_count
+from layerwise.analysis.kinds import assign_kinds, detect_blocks, weight_layer_count
 from layerwise.analysis.trace import ModuleTrace, trace
 from layerwise.errors import LayerwiseError
 from layerwise.roles import KINDS
@@ -198,22 +197,6 @@ def analyze(
     return _aggregate(model, tr, block_ids, name or type(model).__name__, inputs)
 
 
-def _own_kind(name: str, module: nn.Module, inherited: str | None) -> str | None:
-    declared = roles.declared_kind(module)
-    if isinstance(module, nn.modules.conv._ConvNd) and declared not in ("head", "adapter"):
-        # conv / depthwise / pointwise / grouped is a fact of the layer's shape (DESIGN.md,
-        # channel depth), not a role: one rule for every model, declared or not.
-        return class_kind(module)
-    if declared:
-        return declared
-    ck = class_kind(module)
-    if ck:
-        return ck
-    if inherited:
-        return inherited
-    return name_kind(name) if name else None
-
-
 def _aggregate(model: nn.Module, tr, block_ids: set[int], model_name: str, inputs) -> Analysis:
     traces: dict[str, ModuleTrace] = tr.modules if tr else {}
     first_path: dict[int, str] = {}
@@ -221,26 +204,14 @@ def _aggregate(model: nn.Module, tr, block_ids: set[int], model_name: str, input
     rows: list[LayerRow] = []
     shared: list[SharedTensor] = []
     by_name: dict[str, LayerRow] = {}
-    inherited: dict[str, str | None] = {"": None}
-    # The last weight layer the forward ran, outside any block, is the head unless declared.
     last_wl = tr.call_order[-1] if tr and tr.call_order else None
-    in_block: set[str] = set()
+    kinds = assign_kinds(model, block_ids, last_wl)
 
     for qname, m in model.named_modules(remove_duplicate=False):
-        parent = qname.rsplit(".", 1)[0] if "." in qname else ""
         level = 0 if qname == "" else qname.count(".") + 1
         is_block = id(m) in block_ids
-        if qname and (parent in in_block or is_block):
-            in_block.add(qname)
-        kind = _own_kind(qname, m, inherited.get(parent))
+        kind = kinds[qname]
         wl = weight_layer_count(m)
-        if wl and roles.declared_kind(m) is None and class_kind(m) is None and qname == last_wl and qname not in in_block:
-            kind = "head"
-        if kind is None:
-            kind = "mlp" if wl else "other"
-        # kinds that a container hands down to the weight layers inside it
-        inherited[qname] = roles.declared_kind(m) or (kind if kind in ("attention", "mlp", "head", "adapter") else inherited.get(parent))
-
         reuse_of = first_path.get(id(m))
         if reuse_of is None:
             first_path[id(m)] = qname

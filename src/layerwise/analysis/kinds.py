@@ -152,3 +152,49 @@ def detect_blocks(model: nn.Module) -> set[int]:
     # blocks is not itself the block that block_depth counts.
     outer = {id(m) for m in model.modules() if id(m) in found and any(id(d) in found for d in m.modules() if d is not m)}
     return found - outer
+
+
+def own_kind(name: str, module: nn.Module, inherited: str | None) -> str | None:
+    """Kind of one module: conv shape > declared role > class > inherited role > name."""
+    declared = roles.declared_kind(module)
+    if isinstance(module, nn.modules.conv._ConvNd) and declared not in ("head", "adapter"):
+        # conv / depthwise / pointwise / grouped is a fact of the layer's shape (DESIGN.md,
+        # channel depth), not a role: one rule for every model, declared or not.
+        return class_kind(module)
+    if declared:
+        return declared
+    ck = class_kind(module)
+    if ck:
+        return ck
+    if inherited:
+        return inherited
+    return name_kind(name) if name else None
+
+
+def assign_kinds(model: nn.Module, block_ids: set[int] | None = None, last_weight_layer: str | None = None) -> dict[str, str]:
+    """The kind of every module path (``named_modules(remove_duplicate=False)``).
+
+    ``last_weight_layer``: the qualified name of the last weight layer the forward
+    ran (from a trace); when it sits outside every block and declares no role, it
+    is the head. Without a trace the head comes from declared roles and names only.
+    """
+    block_ids = detect_blocks(model) if block_ids is None else block_ids
+    kinds: dict[str, str] = {}
+    inherited: dict[str, str | None] = {"": None}
+    in_block: set[str] = set()
+    for qname, m in model.named_modules(remove_duplicate=False):
+        parent = qname.rsplit(".", 1)[0] if "." in qname else ""
+        if qname and (parent in in_block or id(m) in block_ids):
+            in_block.add(qname)
+        kind = own_kind(qname, m, inherited.get(parent))
+        wl = weight_layer_count(m)
+        if (wl and qname == last_weight_layer and qname not in in_block
+                and roles.declared_kind(m) is None and class_kind(m) is None):
+            kind = "head"
+        if kind is None:
+            kind = "mlp" if wl else "other"
+        # kinds a container hands down to the weight layers inside it
+        handed = roles.declared_kind(m) or (kind if kind in ("attention", "mlp", "head", "adapter") else None)
+        inherited[qname] = handed or inherited.get(parent)
+        kinds[qname] = kind
+    return kinds

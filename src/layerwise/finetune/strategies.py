@@ -1,0 +1,305 @@
+"""Fine-tuning strategies: functions that change which parameters train (and add
+LoRA or adapter modules), in place, and return a record of what they did.
+
+A strategy is a spec string; items joined by ``+`` compose left to right::
+
+    full                 everything trains
+    head                 only the task head (a linear probe)
+    top-K / top:K        the last K blocks and the head
+    bitfit               biases only, plus the head (Ben Zaken et al. 2021)
+    lora:R[:ALPHA]       LoRA of rank R on the targets (default: query and value projections)
+    adapter:SIZE         Houlsby bottleneck adapters after attention and MLP of every block
+    freeze:X / train:X   freeze / unfreeze layers of kind X (embedding, norm, …) or a name glob
+    norms                shorthand for train:norm
+
+Unless the first item is ``full``, everything is frozen first. So
+``lora:8+norms+head`` trains the LoRA factors, every norm and the head.
+The strategies never touch the training loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from layerwise.analysis.kinds import assign_kinds, detect_blocks, weight_layer_count
+from layerwise.errors import ConfigError, UnknownNameError
+from layerwise.finetune.adapters import AdaptedLinear
+from layerwise.finetune.lora import LoRALinear
+from layerwise.roles import KINDS
+
+STRATEGIES = ("full", "head", "top-K", "bitfit", "lora:R[:ALPHA]", "adapter:SIZE", "freeze:X", "train:X", "norms")
+# The LoRA paper adapts W_q and W_v; where q, k, v are one fused Linear, that one.
+DEFAULT_LORA_TARGETS = ("q_proj", "v_proj", "query", "value", "c_attn", "qkv")
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    args: tuple = ()
+
+    def __str__(self) -> str:
+        return ":".join([self.name, *map(str, self.args)])
+
+
+@dataclass
+class StrategyRecord:
+    strategy: str
+    total_base: int  # the base model's parameters, each tensor once: the one denominator
+    added: int  # parameters the strategy added (LoRA factors, adapters)
+    trainable: int
+    total: int  # total_base + added
+    steps: list[str] = field(default_factory=list)
+    lora_targets: list[str] = field(default_factory=list)
+    adapter_targets: list[str] = field(default_factory=list)
+    trained_blocks: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def trainable_share(self) -> float:
+        """Trainable parameters as a share of the *base* model (tied weights once)."""
+        return self.trainable / self.total_base if self.total_base else 0.0
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "trainable_share": self.trainable_share}
+
+
+def _int(text: str, item: str, what: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"strategy {item!r}: {what} must be an integer, got {text!r}") from None
+
+
+def parse_strategy(spec: str) -> list[Step]:
+    """'lora:8+norms+head' -> [Step('lora', (8,)), Step('train', ('norm',)), Step('head')]."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ConfigError(f"strategy: expected one of {', '.join(STRATEGIES)} (joined with +), got {spec!r}")
+    steps = []
+    for item in spec.replace(" ", "").split("+"):
+        name, *args = item.split(":")
+        if name.startswith("top-") and not args:
+            name, args = "top", [name[4:]]
+        if name in ("full", "head", "bitfit", "norms") and not args:
+            steps.append(Step("train", ("norm",)) if name == "norms" else Step(name))
+        elif name == "top" and len(args) == 1:
+            k = _int(args[0], item, "K")
+            if k < 1:
+                raise ConfigError(f"strategy {item!r}: K must be >= 1, got {k}")
+            steps.append(Step("top", (k,)))
+        elif name == "lora" and 1 <= len(args) <= 2:
+            r = _int(args[0], item, "rank")
+            if r <= 0:
+                raise ConfigError(f"strategy {item!r}: LoRA rank must be > 0, got {r}")
+            alpha = float(args[1]) if len(args) == 2 else None
+            steps.append(Step("lora", (r, alpha) if alpha is not None else (r,)))
+        elif name == "adapter" and len(args) == 1:
+            size = _int(args[0], item, "adapter size")
+            if size <= 0:
+                raise ConfigError(f"strategy {item!r}: adapter size must be > 0, got {size}")
+            steps.append(Step("adapter", (size,)))
+        elif name in ("freeze", "train") and len(args) == 1 and args[0]:
+            steps.append(Step(name, (args[0],)))
+        else:
+            raise UnknownNameError(f"unknown strategy {item!r}; expected one of {', '.join(STRATEGIES)} (joined with +)")
+    return steps
+
+
+def _unique_params(model: nn.Module):
+    return {id(p): p for p in model.parameters()}.values()
+
+
+def _set(params, flag: bool) -> None:
+    for p in params:
+        p.requires_grad_(flag)
+
+
+def _modules_matching(model: nn.Module, kinds: dict[str, str], pattern: str) -> list[tuple[str, nn.Module]]:
+    if pattern in KINDS:
+        return [(n, m) for n, m in model.named_modules() if kinds.get(n) == pattern]
+    return [(n, m) for n, m in model.named_modules()
+            if n and (fnmatch.fnmatchcase(n, pattern) or fnmatch.fnmatchcase(n.rsplit(".", 1)[-1], pattern))]
+
+
+def head_modules(model: nn.Module, kinds: dict[str, str] | None = None) -> list[tuple[str, nn.Module]]:
+    """The task head: modules of kind 'head' (outermost), else the last weight layer outside the blocks."""
+    kinds = kinds if kinds is not None else assign_kinds(model)
+    heads = [(n, m) for n, m in model.named_modules() if n and kinds.get(n) == "head"]
+    heads = [(n, m) for n, m in heads if not any(n.startswith(o + ".") for o, _ in heads if o != n)]
+    if heads:
+        return heads
+    blocks = detect_blocks(model)
+    inside = {id(d) for b in model.modules() if id(b) in blocks for d in b.modules()}
+    last = [(n, m) for n, m in model.named_modules() if weight_layer_count(m) and id(m) not in inside]
+    return last[-1:]
+
+
+def ordered_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    ids = detect_blocks(model)
+    return [(n, m) for n, m in model.named_modules() if id(m) in ids]
+
+
+def _tied_note(model: nn.Module, names: list[str]) -> list[str]:
+    owner: dict[int, str] = {}
+    for n, p in model.named_parameters(remove_duplicate=False):
+        owner.setdefault(id(p), n)
+    notes = []
+    for mod_name in names:
+        mod = model.get_submodule(mod_name)
+        for pn, p in mod.named_parameters():
+            full = f"{mod_name}.{pn}"
+            if owner[id(p)] != full:
+                notes.append(f"{full} is tied to {owner[id(p)]}: training one trains the other")
+    return notes
+
+
+def lora_target_modules(model: nn.Module, targets=None, kinds: dict[str, str] | None = None) -> list[str]:
+    """Qualified names of the Linear layers LoRA wraps, from name globs or layer kinds.
+
+    A target is a layer kind ('attention', 'mlp'), 'all-linear' (every Linear but the
+    head), or a glob matched against the qualified name or its last component.
+    """
+    kinds = kinds if kinds is not None else assign_kinds(model)
+    targets = tuple(targets) if targets else DEFAULT_LORA_TARGETS
+    heads = {n for n, _ in head_modules(model, kinds)}
+    linears = [(n, m) for n, m in model.named_modules()
+               if type(m) is nn.Linear and not any(n == h or n.startswith(h + ".") for h in heads)]
+    head_linears = [(n, m) for n, m in model.named_modules() if type(m) is nn.Linear and (n, m) not in linears]
+    chosen = []
+    for n, m in linears + head_linears:
+        last = n.rsplit(".", 1)[-1]
+        for t in targets:
+            if t == "all-linear":
+                hit = (n, m) in linears
+            elif t in KINDS:
+                hit = kinds.get(n) == t and (n, m) in linears
+            else:
+                hit = fnmatch.fnmatchcase(n, t) or fnmatch.fnmatchcase(last, t)
+            if hit:
+                chosen.append(n)
+                break
+    if not chosen:
+        names = sorted({n.rsplit(".", 1)[-1] for n, _ in linears})
+        raise ConfigError(
+            f"LoRA targets {', '.join(targets)} match no Linear layer; candidate layer names: "
+            f"{', '.join(names[:12])}{' …' if len(names) > 12 else ''}; or a kind: attention, mlp, all-linear"
+        )
+    return chosen
+
+
+def adapter_target_modules(model: nn.Module, kinds: dict[str, str] | None = None) -> list[str]:
+    """In every block, the last Linear of kind attention and the last of kind mlp (their output projections)."""
+    kinds = kinds if kinds is not None else assign_kinds(model)
+    blocks = ordered_blocks(model)
+    if not blocks:
+        raise ConfigError("adapter: the model has no repeated blocks (transformer layers) to put adapters in")
+    chosen = []
+    for bname, block in blocks:
+        for kind in ("attention", "mlp"):
+            last = None
+            for n, m in block.named_modules():
+                full = f"{bname}.{n}" if n else bname
+                if type(m) is nn.Linear and kinds.get(full) == kind:
+                    last = full
+            if last:
+                chosen.append(last)
+    if not chosen:
+        raise ConfigError("adapter: no attention or MLP output projection (nn.Linear) found in the blocks")
+    return chosen
+
+
+def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+
+
+def apply_strategy(model: nn.Module, spec: str, lora_targets=None, lora_alpha: float | None = None,
+                   lora_dropout: float = 0.0) -> StrategyRecord:
+    """Apply a fine-tuning strategy to ``model`` in place (works on the meta device)."""
+    steps = parse_strategy(spec)
+    total_base = sum(p.numel() for p in _unique_params(model))
+    kinds = assign_kinds(model)
+    record = StrategyRecord(strategy=spec, total_base=total_base, added=0, trainable=0, total=total_base)
+    if steps[0].name != "full":
+        _set(_unique_params(model), False)
+        record.steps.append("froze every parameter")
+    for step in steps:
+        if step.name == "full":
+            _set(_unique_params(model), True)
+            record.steps.append("all parameters train")
+        elif step.name == "head":
+            heads = head_modules(model, kinds)
+            if not heads:
+                raise ConfigError("head: the model has no task head (no layer of kind 'head')")
+            for n, m in heads:
+                _set(m.parameters(), True)
+            record.steps.append("head trains: " + ", ".join(n for n, _ in heads))
+            record.notes += _tied_note(model, [n for n, _ in heads])
+        elif step.name == "top":
+            k = step.args[0]
+            blocks = ordered_blocks(model)
+            if k > len(blocks):
+                raise ConfigError(f"top-{k}: the model has only {len(blocks)} blocks")
+            chosen = blocks[-k:]
+            heads = head_modules(model, kinds)
+            for _, m in chosen + heads:
+                _set(m.parameters(), True)
+            # norms after the last block (a final LayerNorm) feed the head: they train too
+            last_block = chosen[-1][0]
+            names = [n for n, _ in model.named_modules()]
+            after = names[names.index(last_block) + 1:]
+            for n in after:
+                if kinds.get(n) == "norm" and not n.startswith(last_block + "."):
+                    _set(model.get_submodule(n).parameters(), True)
+            record.trained_blocks = [n for n, _ in chosen]
+            record.steps.append(f"last {k} of {len(blocks)} blocks train ({', '.join(n for n, _ in chosen)}) and the head")
+            record.notes += _tied_note(model, [n for n, _ in heads])
+        elif step.name == "bitfit":
+            n_bias = 0
+            for n, p in model.named_parameters():
+                if n.rsplit(".", 1)[-1] == "bias":
+                    p.requires_grad_(True)
+                    n_bias += 1
+            for _, m in head_modules(model, kinds):
+                _set(m.parameters(), True)
+            record.steps.append(f"{n_bias} bias vectors and the head train")
+        elif step.name == "lora":
+            r = step.args[0]
+            alpha = step.args[1] if len(step.args) > 1 else (lora_alpha if lora_alpha is not None else 2.0 * r)
+            names = lora_target_modules(model, lora_targets, kinds)
+            for n in names:
+                new = LoRALinear.from_linear(model.get_submodule(n), r, alpha, lora_dropout)
+                record.added += new.lora_a.weight.numel() + new.lora_b.weight.numel()
+                _replace(model, n, new)
+            record.lora_targets = names
+            record.steps.append(f"LoRA r={r}, α={alpha:g} (scaling {alpha / r:g}) on {len(names)} layers")
+        elif step.name == "adapter":
+            size = step.args[0]
+            names = adapter_target_modules(model, kinds)
+            for n in names:
+                new = AdaptedLinear.from_linear(model.get_submodule(n), size)
+                record.added += sum(p.numel() for p in new.adapter.parameters())
+                _replace(model, n, new)
+            record.adapter_targets = names
+            record.steps.append(f"bottleneck adapters of size {size} after {len(names)} projections")
+        elif step.name in ("freeze", "train"):
+            pattern = step.args[0]
+            mods = _modules_matching(model, kinds, pattern)
+            params = [(n, p) for n, p in model.named_parameters()
+                      if fnmatch.fnmatchcase(n, pattern)] if not mods else []
+            if not mods and not params:
+                raise ConfigError(f"{step}: no layer of kind {pattern!r} and no parameter name matching it; "
+                                  f"kinds: {', '.join(sorted(set(kinds.values())))}")
+            flag = step.name == "train"
+            for _, m in mods:
+                _set(m.parameters(), flag)
+            _set((p for _, p in params), flag)
+            record.steps.append(f"{'unfroze' if flag else 'froze'} {len(mods) or len(params)} "
+                                f"{'layers' if mods else 'parameters'} matching {pattern!r}")
+    record.total = sum(p.numel() for p in _unique_params(model))
+    record.trainable = sum(p.numel() for p in _unique_params(model) if p.requires_grad)
+    assert record.total == record.total_base + record.added
+    return record
