@@ -91,7 +91,7 @@ def class_kind(module: nn.Module) -> str | None:
 # Name patterns for models that do not declare roles (Hugging Face, torchvision, user code).
 _PATTERNS = [
     ("adapter", re.compile(r"(^|[._])(lora_[ab]|lora|adapter\w*)($|[._])", re.I)),
-    ("head", re.compile(r"(^|[._])(lm_head|classifier|score|qa_outputs|cls|head|heads|pooler)($|[._])", re.I)),
+    ("head", re.compile(r"(^|[._])(lm_head|classifier|score|qa_outputs|cls|head|heads)($|[._])", re.I)),
     (
         "attention",
         re.compile(

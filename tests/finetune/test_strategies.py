@@ -1,0 +1,170 @@
+"""What each strategy trains, layer by layer, and its bad-input errors."""
+
+import pytest
+import torch
+
+from layerwise.analysis import analyze
+from layerwise.errors import ConfigError, LayerwiseError, LoadError, UnknownNameError
+from layerwise.finetune import apply_strategy, parse_strategy
+from layerwise.finetune.checkpoint import load_adapter, merged_state_dict, save_adapter
+from layerwise.models import build
+
+ALL = ["full", "head", "top-1", "top-2", "bitfit", "lora:4", "adapter:16", "lora:4+norms+head"]
+
+
+def bert_cls(device="cpu"):
+    torch.manual_seed(0)
+    return build("bert-tiny", device=device, head="sequence_classification", num_labels=2)
+
+
+@pytest.mark.parametrize("spec", ALL)
+def test_records_agree_with_the_analysis_and_share_one_denominator(spec):
+    base = bert_cls("meta")
+    base_total = sum(p.numel() for p in base.parameters())
+    m = bert_cls("meta")
+    rec = apply_strategy(m, spec)
+    a = analyze(m)
+    assert rec.total_base == base_total
+    assert rec.trainable == a.totals.trainable
+    assert rec.total == a.totals.params == base_total + rec.added
+    assert rec.trainable_share == rec.trainable / base_total
+    assert sum(k.trainable for k in a.by_kind) == rec.trainable
+
+
+def test_what_each_strategy_trains():
+    kinds = {}
+    for spec in ALL:
+        m = bert_cls("meta")
+        apply_strategy(m, spec)
+        kinds[spec] = {k.kind for k in analyze(m, trace_forward=False).by_kind if k.trainable}
+    assert kinds["head"] == {"head"}
+    assert kinds["lora:4"] == {"adapter"}
+    assert kinds["adapter:16"] == {"adapter"}
+    assert kinds["lora:4+norms+head"] == {"adapter", "norm", "head"}
+    assert "embedding" not in kinds["top-2"] and {"attention", "mlp", "norm", "head"} <= kinds["top-2"]
+    assert "embedding" in kinds["full"]
+
+
+def test_top_k_trains_exactly_the_last_blocks():
+    m = build("gpt-nano", device="meta")
+    rec = apply_strategy(m, "top-1")
+    a = analyze(m)
+    n = len(rec.trained_blocks)
+    assert n == 1
+    blocks = [r for r in a.rows if r.is_block]
+    assert [r.status for r in blocks] == ["frozen"] * (len(blocks) - 1) + ["trainable"]
+    assert a.row("transformer.ln_f").status == "trainable"  # the final norm feeds the head
+    # the tied head: training it trains the embedding; the record says so
+    assert any("tied" in note for note in rec.notes)
+
+
+def test_bitfit_trains_biases_and_head_only():
+    m = bert_cls()
+    apply_strategy(m, "bitfit")
+    for n, p in m.named_parameters():
+        assert p.requires_grad == (n.endswith(".bias") or n.startswith("classifier") or n.startswith("head")), n
+
+
+def test_lora_and_adapters_start_as_the_base_model_and_keep_base_names():
+    m = bert_cls().eval()
+    x = torch.randint(0, 100, (2, 12))
+    want = m(x)
+    base_keys = set(m.state_dict())
+    for spec in ("lora:4", "adapter:8"):
+        m2 = bert_cls().eval()
+        apply_strategy(m2, spec)
+        with torch.no_grad():
+            torch.testing.assert_close(m2(x), want)
+        assert base_keys <= set(m2.state_dict())  # base checkpoints load without remapping
+        missing, unexpected = m2.load_state_dict(m.state_dict(), strict=False)
+        assert not unexpected and all(("lora_" in k or ".adapter." in k) for k in missing)
+
+
+def test_adapters_add_two_weight_layers_per_adapter_and_lora_adds_none():
+    base = analyze(bert_cls("meta")).depth.weight_depth
+    m = bert_cls("meta")
+    apply_strategy(m, "lora:4")
+    assert analyze(m).depth.weight_depth == base  # LoRA runs parallel to W
+    m = bert_cls("meta")
+    rec = apply_strategy(m, "adapter:8")
+    n_blocks = 2
+    assert len(rec.adapter_targets) == 2 * n_blocks
+    assert analyze(m).depth.weight_depth == base + 2 * 2 * n_blocks
+
+
+def test_adapter_checkpoint_round_trip_and_merged_export(tmp_path):
+    m = bert_cls()
+    rec = apply_strategy(m, "lora:4+head")
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.1)
+    x = torch.randint(0, 100, (2, 12))
+    m.eval()
+    want = m(x)
+    path = save_adapter(m, tmp_path / "adapter.safetensors", rec)
+    assert path.stat().st_size < 0.1 * sum(p.numel() * 4 for p in m.parameters())
+    fresh = bert_cls().eval()
+    load_adapter(fresh, path)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x), want)
+    merged = merged_state_dict(fresh)
+    plain = bert_cls().eval()
+    plain.load_state_dict(merged)  # base names, strict
+    with torch.no_grad():
+        torch.testing.assert_close(plain(x), want, rtol=1e-5, atol=1e-5)
+
+
+def test_adapter_applied_to_a_different_base_names_the_mismatch(tmp_path):
+    m = bert_cls()
+    rec = apply_strategy(m, "lora:4")
+    path = save_adapter(m, tmp_path / "a.safetensors", rec)
+    other = build("bert-tiny", hidden=64, n_head=2, head="sequence_classification", num_labels=2)
+    with pytest.raises(LoadError, match=r"different base model \(shapes differ: embeddings.word.weight \(100, 128\) vs \(100, 64\)|different base model"):
+        load_adapter(other, path)
+    (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(LoadError, match="not a readable safetensors"):
+        load_adapter(bert_cls(), tmp_path / "junk.safetensors")
+
+
+@pytest.mark.parametrize(
+    "spec,cls,message",
+    [
+        ("sideways", UnknownNameError, "unknown strategy 'sideways'; expected one of full, head, top-K"),
+        ("top-9", ConfigError, "top-9: the model has only 2 blocks"),
+        ("lora:0", ConfigError, "LoRA rank must be > 0"),
+        ("lora:-2", ConfigError, "LoRA rank must be > 0"),
+        ("adapter:x", ConfigError, "adapter size must be an integer"),
+        ("freeze:nothing_here", ConfigError, "no layer of kind 'nothing_here'"),
+    ],
+)
+def test_bad_strategies_are_one_line_errors(spec, cls, message):
+    with pytest.raises(cls) as e:
+        apply_strategy(bert_cls("meta"), spec)
+    assert message in str(e.value) and "\n" not in str(e.value)
+    assert isinstance(e.value, LayerwiseError)
+
+
+def test_lora_targets_that_match_nothing_list_the_candidates():
+    with pytest.raises(ConfigError) as e:
+        apply_strategy(bert_cls("meta"), "lora:4", lora_targets=["q_proj"])
+    msg = str(e.value)
+    assert "match no Linear layer" in msg and "query" in msg and "value" in msg and "down" in msg
+
+
+def test_lora_targets_by_kind_and_glob():
+    m = bert_cls("meta")
+    rec = apply_strategy(m, "lora:2", lora_targets=["mlp"])
+    # the pooler is declared an MLP layer (pretrained with the encoder), so it is a target too
+    assert rec.lora_targets == ["layers.0.mlp.up", "layers.0.mlp.down", "layers.1.mlp.up", "layers.1.mlp.down", "pooler.dense"]
+    m = bert_cls("meta")
+    rec = apply_strategy(m, "lora:2", lora_targets=["layers.1.attention.*"])
+    assert rec.lora_targets == [f"layers.1.attention.{n}" for n in ("query", "key", "value", "out")]
+    m = bert_cls("meta")
+    rec = apply_strategy(m, "lora:2", lora_targets=["all-linear"])
+    assert not any(t.startswith("head") or t.startswith("classifier") for t in rec.lora_targets)
+
+
+def test_parse_strategy_composes():
+    assert [str(s) for s in parse_strategy("lora:8:16+norms+head")] == ["lora:8:16.0", "train:norm", "head"]
+    assert [str(s) for s in parse_strategy("top-2")] == ["top:2"]
