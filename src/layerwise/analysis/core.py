@@ -308,7 +308,7 @@ def _aggregate(model: nn.Module, tr, block_ids: set[int], model_name: str, input
         weight_bytes=sum(p.numel() * p.element_size() for p in unique_params.values()),
     )
 
-    by_kind = _by_kind(rows, total)
+    by_kind = _by_kind(rows, total, {r.name for r in rows if _counts_as_weight_layer(r, by_name)})
     by_block = _by_block(rows, total)
     channel = [
         {
@@ -331,7 +331,7 @@ def _aggregate(model: nn.Module, tr, block_ids: set[int], model_name: str, input
         module_depth=max(r.level for r in rows),
         max_channel_depth=max((c["out_channels"] for c in channel), default=None),
         channel_depths=channel,
-        weight_layers=sum(r.weight_layers for r in rows if r.reuse_of is None and not _inside_weight_layer(r, by_name)),
+        weight_layers=sum(r.weight_layers for r in rows if _counts_as_weight_layer(r, by_name)),
         blocks=sum(1 for r in rows if r.is_block and r.reuse_of is None),
     )
     return Analysis(
@@ -354,13 +354,16 @@ def _bn_stats(m: nn.Module) -> int:
     return 0
 
 
-def _inside_weight_layer(row: LayerRow, by_name: dict[str, LayerRow]) -> bool:
+def _counts_as_weight_layer(row: LayerRow, by_name: dict[str, LayerRow]) -> bool:
+    """A weight layer not nested in another one (whose count already includes it), seen once."""
+    if not row.weight_layers or row.reuse_of is not None:
+        return False
     name = row.name
     while "." in name:
         name = name.rsplit(".", 1)[0]
         if by_name[name].weight_layers:
-            return True
-    return bool(row.name) and by_name[""].weight_layers > 0
+            return False
+    return not (row.name and by_name[""].weight_layers > 0)
 
 
 def _input_shape(inputs):
@@ -369,15 +372,15 @@ def _input_shape(inputs):
     return _shape_of(inputs) if inputs is not None else None
 
 
-def _by_kind(rows: list[LayerRow], total: int) -> list[KindRow]:
+def _by_kind(rows: list[LayerRow], total: int, counted: set[str]) -> list[KindRow]:
     acc: dict[str, list[int]] = {k: [0, 0, 0, 0] for k in KINDS}
     for r in rows:
         a = acc.setdefault(r.kind, [0, 0, 0, 0])
         a[0] += r.params
         a[1] += r.trainable
         a[2] += r.flops
-        if r.weight_layers and r.reuse_of is None:
-            a[3] += 1
+        if r.name in counted:
+            a[3] += r.weight_layers
     out = [
         KindRow(k, v[0], v[1], v[0] - v[1], (v[0] / total) if total else 0.0, v[2], v[3])
         for k, v in acc.items()

@@ -55,26 +55,24 @@ def visible_rows(a: Analysis, max_nesting: int | None = None):
 
 def layer_table(a: Analysis, max_nesting: int | None = None, explain: bool = False) -> Table:
     t = Table(title=f"{a.model} — layers", box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)
-    t.add_column("Layer", overflow="fold")
-    t.add_column("Type")
-    t.add_column("Kind")
-    t.add_column("Output shape", overflow="fold")
+    t.add_column("Layer", no_wrap=True)
+    t.add_column("Type", no_wrap=True)
+    t.add_column("Kind", no_wrap=True)
+    t.add_column("Output shape", no_wrap=True)
     t.add_column("Params", justify="right")
     t.add_column("Train", justify="left")
     t.add_column("FLOPs (fwd)", justify="right")
     if explain:
         t.add_column("Formula", overflow="fold")
-    for r in visible_rows(a, max_nesting):
+    rows = visible_rows(a, max_nesting)
+    with_notes = any(r.shared or r.reuse_of is not None for r in rows)
+    if with_notes:
+        t.add_column("Notes", overflow="fold")
+    for r in rows:
         label = ("  " * r.level) + (r.name.rsplit(".", 1)[-1] if r.name else a.model)
-        notes = []
-        if r.shared:
-            notes.append("shared: " + "; ".join(r.shared))
-        if r.reuse_of is not None:
-            notes.append(f"same module as {r.reuse_of}")
         if r.is_block:
             label += " ▣"
-        params = n(r.params_total) + (" *" if notes else "")
-        row = [label, r.cls, r.kind, shape(r.output_shape), params, r.status or "-", n(r.flops_total)]
+        row = [label, r.cls, r.kind, shape(r.output_shape), n(r.params_total), r.status or "-", n(r.flops_total)]
         if explain:
             if r.formula:
                 ok = "✓" if r.formula_value == r.params_raw else "✗ ≠ numel"
@@ -83,9 +81,12 @@ def layer_table(a: Analysis, max_nesting: int | None = None, explain: bool = Fal
                 row.append(f"(no formula: counted) {n(r.params_raw)}")
             else:
                 row.append("")
+        if with_notes:
+            notes = ["shared: " + "; ".join(r.shared)] if r.shared else []
+            if r.reuse_of is not None:
+                notes.append(f"same module as {r.reuse_of}")
+            row.append("; ".join(notes))
         t.add_row(*row)
-        if notes:
-            t.add_row(*(["  " * (r.level + 1) + "* " + "; ".join(notes)] + [""] * (len(row) - 1)))
     return t
 
 
@@ -146,7 +147,7 @@ def block_table(a: Analysis) -> Table:
     return t
 
 
-def render(a: Analysis, by: str = "layer", max_nesting: int | None = None, explain: bool = False, width: int = 132) -> str:
+def render(a: Analysis, by: str = "layer", max_nesting: int | None = None, explain: bool = False, width: int = 200) -> str:
     """The terminal report: the chosen breakdown, then depth and totals."""
     if by == "kind":
         main = [kind_table(a)]
@@ -236,7 +237,7 @@ def render_csv(a: Analysis, by: str = "layer") -> str:
     return buf.getvalue()
 
 
-def render_comparison(analyses: list[Analysis], width: int = 132) -> str:
+def render_comparison(analyses: list[Analysis], width: int = 200) -> str:
     """Several models side by side: the four depths, parameters per kind, FLOPs."""
     t = Table(title="Comparison", box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)
     t.add_column("")
