@@ -24,6 +24,12 @@ $(VENV)/.setup-done: pyproject.toml $(CONSTRAINTS) | $(PY)
 
 $(VENV)/.test-setup-done: $(VENV)/.setup-done requirements-test.txt
 	$(PIP) install -q -c $(CONSTRAINTS) -r requirements-test.txt
+	@# The HTML report is checked in a real browser: Debian's chromium and its driver.
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	  else echo "note: chromium/chromedriver missing and not root: the browser test will be skipped"; fi; \
+	fi
 	touch $@
 
 setup: $(VENV)/.setup-done

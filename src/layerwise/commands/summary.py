@@ -39,6 +39,11 @@ def run(args) -> int:
         atomic_write_text(Path(args.output), text)
     else:
         sys.stdout.write(text)
+    if args.out_dir:
+        from layerwise.report.runs import write_summary_dir
+
+        write_summary_dir(analyses, args.out_dir)
+        print(f"run directory written to {args.out_dir} (layerwise report {args.out_dir} builds its HTML page)", file=sys.stderr)
     if args.plot:
         from layerwise.report import plots
 
@@ -65,5 +70,6 @@ def register(sub) -> None:
     s.add_argument("--format", choices=["table", "json", "csv", "md"], default="table")
     s.add_argument("--plot", metavar="FILE.png", help="stacked trainable/frozen bars (per kind, block or layer)")
     s.add_argument("--output", "-o", metavar="FILE", help="write the report to FILE instead of the terminal")
+    s.add_argument("--out-dir", metavar="DIR", help="also write a run directory (tables, JSON, plots) for `layerwise report`")
     s.add_argument("--device", default="meta", help="device to build on (default meta: no weight memory)")
     s.set_defaults(func=run)

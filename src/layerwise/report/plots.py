@@ -37,8 +37,8 @@ def plot_params(a: Analysis, path: str | Path, by: str = "kind", max_bars: int =
     ax.set_xticks(list(x))
     ax.set_xticklabels(labels, rotation=60 if by != "kind" else 0, ha="right" if by != "kind" else "center", fontsize=8)
     ax.set_ylabel("parameters")
-    ax.set_title(f"{a.model}: parameters per {'layer kind' if by == 'kind' else by} "
-                 f"(total {a.totals.params:,}, trainable {a.totals.trainable:,})", fontsize=10)
+    ax.set_title(f"{a.model}: parameters per {'layer kind' if by == 'kind' else by}\n"
+                 f"total {a.totals.params:,}, trainable {a.totals.trainable:,}", fontsize=10)
     ax.ticklabel_format(axis="y", style="sci", scilimits=(0, 3))
     ax.legend()
     fig.tight_layout()
