@@ -384,6 +384,48 @@ class Bert(nn.Module):
             return self.head(summary)  # (B, num_labels)
         return self.head(hidden)  # (B, T, num_labels) or (B, T, V)
 
+    # Stages, for caching the output of a frozen prefix (layerwise.finetune.cache): the
+    # sequence classifier as a chain of stages, each mapping a tuple of tensors to the next.
+    def stage_names(self) -> list[str]:
+        if self.config.head != "sequence_classification":
+            raise InputShapeError("Bert: stages are defined for the sequence classification head only")
+        return ["embeddings", *[f"layers.{i}" for i in range(self.config.n_layer)], "pool", "head"]
+
+    def stage_modules(self, i: int) -> list[nn.Module]:
+        n = self.config.n_layer
+        if i == 0:
+            return [self.embeddings]
+        if i <= n:
+            return [self.layers[i - 1]]
+        if i == n + 1:
+            return [self.pooler] if (self.config.classifier_pooling == "cls" and self.pooler is not None) else []
+        return [self.head]
+
+    def initial_state(self, input_ids, attention_mask=None, token_type_ids=None) -> tuple:
+        self._check_inputs(input_ids, attention_mask, token_type_ids)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        return (input_ids, attention_mask, token_type_ids)
+
+    def run_stages(self, state: tuple, start: int, stop: int) -> tuple:
+        n = self.config.n_layer
+        for i in range(start, stop):
+            if i == 0:
+                ids, mask, types = state
+                state = (self.embeddings(ids, types), mask)  # (B, T, C), (B, T)
+            elif i <= n:
+                x, mask = state
+                state = (self.layers[i - 1](x, mask.bool()[:, None, None, :]), mask)
+            elif i == n + 1:
+                x, mask = state
+                pooled = self.pooler(x) if self.config.classifier_pooling == "cls" else mean_pool(x, mask)
+                state = (pooled,)  # (B, C)
+            else:
+                state = (self.head(state[0]),)  # (B, num_labels)
+        return state
+
     def example_inputs(self, batch_size: int = 1, seq_len: int | None = None) -> tuple[torch.Tensor]:
         """Random token ids (batch_size, seq_len) on the parameters' device.
 

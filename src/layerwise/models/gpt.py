@@ -49,6 +49,9 @@ ROPE_SCALINGS = ("none", "llama3")
 QKV_LAYOUTS = ("fused", "separate")
 
 
+GPT_HEADS = ("lm", "classification")
+
+
 @dataclass
 class GPTConfig(ModelConfig):
     """A decoder-only transformer. ``None`` fields are derived (see the properties)."""
@@ -79,6 +82,11 @@ class GPTConfig(ModelConfig):
     mlp_bias: bool = True  # biases of the MLP Linears
     tie_embeddings: bool = True  # the LM head reuses the token embedding matrix
     dropout: float = 0.0
+    # "lm": next-token logits; "classification": the hidden state of the last real token
+    # through a new Linear (the spam classifier of Raschka's "Build a Large Language Model
+    # (From Scratch)", ch. 6), returning (B, num_labels).
+    head: str = "lm"
+    num_labels: int = 2
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -118,6 +126,8 @@ class GPTConfig(ModelConfig):
             self.check(self.rope_original_context >= 1, "rope_original_context", "an integer >= 1")
         self.check(self.attn_qkv in QKV_LAYOUTS, "attn_qkv", f"one of {', '.join(QKV_LAYOUTS)}")
         self.check(0.0 <= self.dropout < 1.0, "dropout", "a probability in [0, 1)")
+        self.check(self.head in GPT_HEADS, "head", f"one of {', '.join(GPT_HEADS)}")
+        self.check(isinstance(self.num_labels, int) and self.num_labels >= 1, "num_labels", "an integer >= 1")
 
     @property
     def kv_heads(self) -> int:
@@ -334,12 +344,15 @@ class GPT(nn.Module):
         modules["h"] = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         modules["ln_f"] = make_norm(config)
         self.transformer = nn.ModuleDict(modules)
-        self.lm_head = set_kind(nn.Linear(config.n_embd, config.vocab_size, bias=False), "head")
+        if config.head == "lm":
+            self.lm_head = set_kind(nn.Linear(config.n_embd, config.vocab_size, bias=False), "head")
+        else:
+            self.score = set_kind(nn.Linear(config.n_embd, config.num_labels), "head")
         self._tie_weights()
         self._init_weights()
 
     def _tie_weights(self) -> None:
-        if self.config.tie_embeddings:  # one Parameter object, so it is stored and counted once
+        if self.config.tie_embeddings and self.config.head == "lm":  # one Parameter object, so it is stored and counted once
             self.lm_head.weight = self.transformer.wte.weight
 
     def to_empty(self, *, device, recurse: bool = True) -> "GPT":
@@ -384,8 +397,12 @@ class GPT(nn.Module):
         idx: torch.Tensor,
         targets: torch.Tensor | None = None,
         cache: KVCache | None = None,
+        attention_mask: torch.Tensor | None = None,
     ) -> GPTOutput:
         """idx (B, T) token ids; targets (B, T) next-token ids (-100 is ignored) or None.
+
+        With the classification head: targets (B,) class ids, attention_mask (B, T) marks
+        real tokens (right padding), logits (B, num_labels).
 
         With ``cache``, idx continues the sequence already stored there (positions start at
         ``cache.pos``) and the cache is advanced by T.
@@ -403,18 +420,19 @@ class GPT(nn.Module):
             )
         if cache is not None and start + T > cache.max_len:
             raise InputShapeError(f"GPT: {start + T} positions exceed the KV cache's max_len {cache.max_len}")
-        if targets is not None and targets.shape != idx.shape:
+        if targets is not None and self.config.head == "lm" and targets.shape != idx.shape:
             raise InputShapeError(
                 f"GPT: targets shape {tuple(targets.shape)} does not match idx shape {tuple(idx.shape)}"
             )
-        x = self.transformer.wte(idx)  # (B, T, C)
-        rope = None
-        if self.config.pos_embedding == "learned":
-            pos = torch.arange(start, start + T, device=idx.device)  # (T,)
-            x = x + self.transformer.wpe(pos)  # (B, T, C)
-        else:
-            rope = rope_cos_sin(self.config, start, T, x.device, x.dtype)  # 2 x (T, hs)
-        x = self.transformer.drop(x)
+        if self.config.head == "classification":
+            if cache is not None:
+                raise InputShapeError("GPT: a classification head takes whole sequences, not a KV cache")
+            state = self.run_stages(self.initial_state(idx, attention_mask), 0, len(self.stage_names()))
+            logits = state[0]  # (B, num_labels)
+            loss = F.cross_entropy(logits.float(), targets) if targets is not None else None
+            return GPTOutput(logits, loss)
+        x = self._embed(idx, start)  # (B, T, C)
+        rope = self._rope(start, T, x)
         for layer, block in enumerate(self.transformer.h):
             x = block(x, rope, cache, layer)  # (B, T, C)
         x = self.transformer.ln_f(x)  # (B, T, C)
@@ -425,6 +443,57 @@ class GPT(nn.Module):
         if targets is not None:
             loss = F.cross_entropy(logits.float().view(B * T, -1), targets.reshape(B * T), ignore_index=-100)
         return GPTOutput(logits, loss)
+
+    def _embed(self, idx: torch.Tensor, start: int = 0) -> torch.Tensor:
+        x = self.transformer.wte(idx)  # (B, T, C)
+        if self.config.pos_embedding == "learned":
+            pos = torch.arange(start, start + idx.shape[1], device=idx.device)  # (T,)
+            x = x + self.transformer.wpe(pos)  # (B, T, C)
+        return self.transformer.drop(x)
+
+    def _rope(self, start: int, T: int, x: torch.Tensor):
+        if self.config.pos_embedding == "rope":
+            return rope_cos_sin(self.config, start, T, x.device, x.dtype)  # 2 x (T, hs)
+        return None
+
+    # Stages, for caching the output of a frozen prefix (layerwise.finetune.cache): the
+    # model is a sequence of stages, each mapping a tuple of tensors to the next.
+    def stage_names(self) -> list[str]:
+        if self.config.head != "classification":
+            raise InputShapeError("GPT: stages are defined for the classification head only")
+        return ["embed", *[f"transformer.h.{i}" for i in range(self.config.n_layer)], "pool", "score"]
+
+    def stage_modules(self, i: int) -> list[nn.Module]:
+        n = self.config.n_layer
+        if i == 0:
+            return [self.transformer.wte] + ([self.transformer.wpe] if "wpe" in self.transformer else [])
+        if i <= n:
+            return [self.transformer.h[i - 1]]
+        return [self.transformer.ln_f] if i == n + 1 else [self.score]
+
+    def initial_state(self, idx: torch.Tensor, attention_mask: torch.Tensor | None = None) -> tuple:
+        if attention_mask is None:
+            attention_mask = torch.ones_like(idx)
+        return (idx, attention_mask)
+
+    def run_stages(self, state: tuple, start: int, stop: int) -> tuple:
+        n = self.config.n_layer
+        for i in range(start, stop):
+            if i == 0:
+                idx, mask = state
+                state = (self._embed(idx), mask)  # (B, T, C), (B, T)
+            elif i <= n:
+                x, mask = state
+                state = (self.transformer.h[i - 1](x, self._rope(0, x.shape[1], x), None, i - 1), mask)
+            elif i == n + 1:
+                x, mask = state
+                # causal attention: the last real token has seen the whole text (right padding)
+                last = (mask.long().sum(dim=1) - 1).clamp(min=0)  # (B,)
+                x = self.transformer.ln_f(x[torch.arange(x.shape[0], device=x.device), last])  # (B, C)
+                state = (x,)
+            else:
+                state = (self.score(state[0]),)  # (B, num_labels)
+        return state
 
 
 def build_gpt(config: GPTConfig) -> GPT:
