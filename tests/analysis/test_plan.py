@@ -1,0 +1,240 @@
+"""The training-memory planner: components against formulas and references we did not
+write (accelerate's Adam rule, litgpt's LoRA count, the model's own KV cache), strategy
+awareness, and one-line errors. Measured checks are in test_plan_measure.py."""
+
+import json
+
+import pytest
+import torch
+
+from layerwise.analysis import analyze
+from layerwise.analysis.memory import SavedTensors, storage_key, trace_step
+from layerwise.analysis.plan import OPTIMIZERS, compare_strategies, plan, plan_inference
+from layerwise.cli import main
+from layerwise.errors import ConfigError, InputShapeError, UnknownNameError
+from layerwise.finetune import apply_strategy
+from layerwise.models import build
+
+
+def test_llama2_7b_lora_qv_bf16():
+    """LoRA r=8 on q and v of Llama-2-7B: 32 layers × 2 projections × 8·(4096 + 4096) = 4,194,304."""
+    m = build("llama-2-7b", device="meta")
+    p = plan(m, strategy="lora:8", precision="bf16-true", batch_size=1, seq_len=512)
+    assert p.trainable == 4_194_304
+    assert p.params == 6_738_415_616 + 4_194_304
+    assert p.weight_bytes == 2 * p.params and p.weights_by_dtype == {"bfloat16": 2 * p.params}
+    assert p.gradient_bytes == 2 * 4_194_304  # bf16 gradients, trainable only
+    assert p.optimizer_state_bytes == 2 * 2 * 4_194_304  # AdamW: two bf16 moments (zeros_like(param))
+    assert p.master_weight_bytes == 0
+    # frozen bf16 weights need no cast: no autocast copies; the model is unchanged
+    assert p.weight_copy_bytes == 0
+    assert all(q.requires_grad for q in m.parameters())
+    assert p.peak_bytes == sum(b for _, b in p.peak_breakdown())
+    # bf16-mixed keeps fp32 weights: autocast's bf16 copies of the frozen weights are saved
+    # for the backward of every LoRA'd layer's input, so the activations grow by ~2 bytes/param
+    mixed = plan(m, strategy="lora:8", precision="bf16-mixed", batch_size=1, seq_len=512)
+    assert mixed.weight_bytes == 4 * mixed.params
+    assert mixed.weight_copy_bytes > 1.9 * 6_738_415_616
+
+
+def test_gpt2_small_against_accelerate_adam_rule():
+    """accelerate's estimate-memory: Adam training in fp32 = 4 × the model's bytes, no activations."""
+    accelerate = pytest.importorskip("accelerate")
+    from accelerate.commands.estimate import estimate_training_usage
+    from accelerate.utils import calculate_maximum_sizes
+
+    m = build("gpt2", device="meta")
+    total, _ = calculate_maximum_sizes(m)
+    assert total == 124_439_808 * 4, accelerate.__version__  # tied head counted once, as we do
+    accel = max(estimate_training_usage(total, "float32").values())
+    assert accel == 4 * total
+    p = plan(m, batch_size=4, seq_len=512, device="cuda")
+    # our persistent parts reproduce accelerate's rule exactly ...
+    assert p.weight_bytes + p.gradient_bytes + p.optimizer_state_bytes == accel
+    # ... and the activations it leaves out more than double the step at this batch
+    assert p.activation_bytes + p.loss_bytes > 0.9 * accel
+    assert p.peak_bytes > 2 * accel and p.peak_phase == "backward"
+
+
+@pytest.mark.parametrize(
+    "optimizer,states",
+    [("adamw", 2), ("adam", 2), ("sgd", 0), ("sgd-momentum", 1), ("adagrad", 1), ("rmsprop", 1), ("rmsprop-momentum", 2)],
+)
+def test_optimizer_state_per_optimizer(optimizer, states):
+    m = build("gpt-nano", device="meta")
+    p = plan(m, optimizer=optimizer, batch_size=2, device="cuda")
+    n = sum(q.numel() for q in m.parameters())
+    assert p.optimizer_state_bytes == states * 4 * n
+    # the CPU keeps a 0-dim fp32 step per parameter tensor where torch's optimizer has one
+    cpu = plan(m, optimizer=optimizer, batch_size=2, device="cpu")
+    tensors = len(list(m.parameters()))
+    assert cpu.optimizer_state_bytes - p.optimizer_state_bytes == (4 * tensors if OPTIMIZERS[optimizer].step_tensor else 0)
+
+
+def test_master_weights_sixteen_bytes_per_param():
+    """bf16 weights + bf16 grads + fp32 master + two fp32 Adam moments = 16 bytes per parameter."""
+    m = build("gpt-nano", device="meta")
+    p = plan(m, precision="bf16-true", master_weights=True, batch_size=2)
+    n = p.params
+    assert p.weight_bytes + p.gradient_bytes + p.master_weight_bytes + p.optimizer_state_bytes == 16 * n
+    with pytest.raises(ConfigError, match="master copy"):
+        plan(m, precision="bf16-mixed", master_weights=True)
+
+
+def test_frozen_prefix_saves_nothing_for_weight_gradients():
+    """Head-only BERT: only the head's input (and the loss) is saved; the encoder saves nothing."""
+    m = build("bert-tiny", device="meta", head="sequence_classification", dropout=0.0, classifier_dropout=0.0)
+    full = plan(m, batch_size=4, seq_len=64)
+    head = plan(m, strategy="head", batch_size=4, seq_len=64)
+    B, C, labels = 4, 128, 2
+    # classifier Linear saves its input (B, C) fp32; cross-entropy saves log-softmax (B, labels)
+    # and the targets (B,) int64 (the label count is tiny; allow the loss's own scalars)
+    assert B * C * 4 <= head.saved_bytes <= B * C * 4 + B * labels * 4 + B * 8 + 64
+    assert head.saved_bytes < full.saved_bytes / 100
+    assert head.gradient_bytes == (C * labels + labels) * 4
+
+
+def test_saved_bytes_dedupe_storages_like_a_real_cpu_run():
+    """The fake trace's unique-storage count equals the same hooks on real CPU tensors."""
+    torch.manual_seed(0)
+    for name in ("gpt-nano", "llama-nano", "resnet-tiny"):
+        real = build(name)
+        apply_strategy(real, "lora:4" if "nano" in name else "top-2")
+        inputs = real.example_inputs(batch_size=2)
+        est = trace_step(real, inputs)
+        state = list(real.parameters()) + list(real.buffers()) + list(inputs)
+        hooks = SavedTensors({storage_key(t) for t in state})  # what existed before is not an activation
+        with hooks.hooks():
+            out = real(*inputs)
+            logits = out[0] if isinstance(out, tuple) else out
+            torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
+                                              torch.zeros(logits.numel() // logits.shape[-1], dtype=torch.long))
+        assert est.saved_bytes == hooks.bytes, name
+        assert hooks.tensors > len(hooks.sizes)  # views and repeats were deduplicated
+
+
+def test_gradient_checkpointing_trades_activations_for_flops():
+    m = build("gpt-nano", device="meta")  # small vocabulary: the blocks' activations dominate
+    base = plan(m, batch_size=8, seq_len=64)
+    ckpt = plan(m, batch_size=8, seq_len=64, grad_checkpointing=True)
+    # only each block's input (and the logits) stays; the rest is recomputed in the backward
+    assert ckpt.activation_bytes < base.activation_bytes / 4
+    assert ckpt.peak_bytes < base.peak_bytes
+    a = analyze(m, input_shape=[8, 64])
+    blocks_fwd = sum(r.flops_total for r in a.rows if r.is_block)
+    assert ckpt.recompute_flops == blocks_fwd
+    assert ckpt.flops_per_step == base.flops_per_step + blocks_fwd
+    with pytest.raises(ConfigError, match="no repeated blocks"):
+        plan(build("cnn-tiny", device="meta"), grad_checkpointing=True)
+
+
+def test_flops_and_time_come_from_the_frozen_aware_analysis():
+    m = build("gpt-nano", device="meta")
+    p = plan(m, strategy="head", batch_size=2, seq_len=32, tflops=50)
+    lora = build("gpt-nano", device="meta")
+    apply_strategy(lora, "head")
+    assert p.flops_per_step == analyze(lora, input_shape=[2, 32]).totals.flops_train
+    assert p.seconds_per_step == pytest.approx(p.flops_per_step / 50e12)
+    assert p.tokens_per_step == 64
+
+
+def test_compare_strategies_side_by_side():
+    m = build("gpt-nano", device="meta")
+    plans = {p.strategy: p for p in compare_strategies(m, batch_size=4)}
+    assert list(plans) == ["full", "head", "top-2", "bitfit", "lora:8", "lora:16", "adapter:64"]
+    assert plans["full"].trainable == plans["full"].params
+    assert plans["lora:16"].trainable == 2 * plans["lora:8"].trainable
+    for s in ("head", "top-2", "bitfit", "lora:8", "adapter:64"):
+        assert plans[s].optimizer_state_bytes < plans["full"].optimizer_state_bytes
+        assert plans[s].flops_per_step < plans["full"].flops_per_step, s
+
+
+@pytest.mark.parametrize("preset,batch,context", [("llama-3-8b", 2, 8192), ("gpt2", 3, 1024), ("smollm2-135m", 1, 4096)])
+def test_kv_cache_matches_the_models_own_cache(preset, batch, context):
+    """2 · n_layer · n_kv_head · head_dim · context · batch · bytes, GQA-aware, against GPT.make_cache."""
+    m = build(preset, device="meta", dtype=torch.bfloat16)
+    inf = plan_inference(m, precision="bf16-true", batch_size=batch, context=context)
+    cache = m.make_cache(batch, context)
+    real = sum(t.untyped_storage().nbytes() for t in cache.keys + cache.values)
+    assert inf.kv_cache_bytes == real
+    cfg = m.config
+    assert inf.n_kv_head == cfg.kv_heads and inf.head_dim == cfg.head_size
+    assert inf.weight_bytes == 2 * sum(p.numel() for p in m.parameters())
+    if preset == "llama-3-8b":
+        assert inf.kv_cache_bytes == 2 * 32 * 8 * 128 * 8192 * 2 * 2  # 8 kv heads, not 32: 4× smaller
+
+
+def test_inference_of_an_encoder_has_no_kv_cache():
+    inf = plan_inference(build("bert-tiny", device="meta"), precision="fp32", context=128)
+    assert inf.kv_cache_bytes is None and inf.total_bytes == inf.weight_bytes
+
+
+def test_bad_input_one_line_errors():
+    m = build("gpt2", device="meta")
+    with pytest.raises(InputShapeError, match=r"seq_len 2048 is longer than the model can take: GPTConfig.block_size = 1024"):
+        plan(m, seq_len=2048)
+    with pytest.raises(UnknownNameError, match="unknown optimizer 'adamx'; expected one of adamw, adam, sgd"):
+        plan(m, optimizer="adamx")
+    with pytest.raises(UnknownNameError, match="unknown precision 'bf16'; expected one of fp32, bf16-mixed"):
+        plan(m, precision="bf16")
+    with pytest.raises(ConfigError, match="batch_size: expected an integer >= 1, got 0"):
+        plan(m, batch_size=0)
+    with pytest.raises(InputShapeError, match="context 5000 is longer"):
+        plan_inference(m, context=5000)
+    with pytest.raises(InputShapeError, match="does not fit"):  # a CNN given the wrong channels
+        plan(build("cnn-tiny", device="meta"), input_shape=[2, 5, 16, 16])
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_table_json_and_plot(capsys, tmp_path):
+    code, out, err = run(capsys, "plan", "gpt-nano", "--strategy", "lora:8", "--precision", "bf16-mixed",
+                         "--batch", "4", "--seq-len", "32", "--tflops", "10")
+    assert code == 0
+    assert "peak (" in out and "optimizer state" in out and "Time per step at 10 TFLOP/s" in out
+    code, out, _ = run(capsys, "plan", "gpt-nano", "--batch", "4", "--format", "json")
+    doc = json.loads(out)["plan"]
+    assert doc["peak_bytes"] == sum(doc["peak_breakdown"].values())
+    assert doc["trainable"] == doc["params"]
+    png = tmp_path / "plan.png"
+    code, out, err = run(capsys, "plan", "gpt-nano", "--compare-strategies", "--batch", "4", "--plot", str(png))
+    assert code == 0 and png.stat().st_size > 1000
+    for s in ("full", "head", "top-2", "bitfit", "lora:8", "lora:16", "adapter:64"):
+        assert s in out
+    code, out, _ = run(capsys, "plan", "llama-3-70b", "--inference", "--context", "8192", "--precision", "bf16-true")
+    assert code == 0 and "KV cache" in out and "8 kv heads" in out
+
+
+@pytest.mark.parametrize(
+    "argv,expected",
+    [
+        (["--seq-len", "100"], "seq_len 100 is longer than the model can take: GPTConfig.block_size = 64"),
+        (["--optimizer", "adamx"], "unknown optimizer 'adamx'; expected one of adamw, adam, sgd, sgd-momentum"),
+        (["--precision", "fp8"], "unknown precision 'fp8'; expected one of fp32, bf16-mixed, fp16-mixed, bf16-true"),
+        (["--batch", "0"], "batch_size: expected an integer >= 1, got 0"),
+        (["--strategy", "lora:x"], "strategy 'lora:x': rank must be an integer"),
+    ],
+)
+def test_cli_errors_exit_2_with_one_line(capsys, argv, expected):
+    code, out, err = run(capsys, "plan", "gpt-nano", *argv)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and expected in err
+
+
+def test_llama2_7b_lora_against_litgpt_resource_table():
+    """litgpt's resource tables (10/2023, A100-SXM4-40GB, bf16-true, LoRA r=8 α=16 dropout 0.05 on
+    q and v, Alpaca's longest example 1,304 tokens): max_memory_allocated 21.30 GB at micro-batch 1,
+    29.07 GB at 2, out of memory at 4."""
+    m = build("llama-2-7b", device="meta")
+
+    def peak(batch):
+        return plan(m, strategy="lora:8", precision="bf16-true", batch_size=batch, seq_len=1304,
+                    strategy_options={"lora_dropout": 0.05}).peak_bytes
+
+    assert peak(1) == pytest.approx(21.30e9, rel=0.05)
+    assert peak(2) == pytest.approx(29.07e9, rel=0.05)
+    assert peak(4) > 40 * 2**30  # more than the whole card
