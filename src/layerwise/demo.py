@@ -1,24 +1,33 @@
 """The main job end to end (``layerwise demo``, what ``make demo`` runs).
 
-Step 1, depth and parameters compared: GPT-2 small, Llama-3-8B and BERT-base
-built on the meta device; ResNet-50 against MobileNet-v1; VGG-16 built with
-standard and with depthwise-separable convolutions. The four depths, parameters
-per layer kind with shares, FLOPs, and the formula behind the biggest layers.
+1. Depth and parameters, compared: GPT-2 small, Llama-3-8B and BERT-base built on
+   the meta device; ResNet-50 against MobileNet-v1; VGG-16 built with standard and
+   with depthwise-separable convolutions — the four depths, parameters per layer
+   kind with shares, FLOPs, and the formula behind the biggest layers.
+2. Pretraining from scratch: a baby character-level GPT on the built-in Shakespeare
+   text, its loss curve and a generated sample.
+3. Fine-tuning, strategy by strategy: the packaged MiniLM on ``sms-spam`` with
+   head-only, top-2, BitFit and LoRA — trainable parameters per layer kind, time,
+   planned memory, F1.
+4. A plan: what full fine-tuning against LoRA of a 7B model needs in memory.
 
-The demo writes everything into ``out_dir`` and reports progress through
-``emit`` (the CLI passes a printer); it returns the paths it wrote.
+Everything goes into ``out_dir`` and into one self-contained ``report.html``.
+Progress is reported through ``emit(text)`` and, for training, ``progress(event)``;
+the function returns the report's path.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from layerwise.analysis import Analysis, analyze
-from layerwise.models import build
 from layerwise.io import atomic_write_text
+from layerwise.models import build
 from layerwise.report import plots, table
+from layerwise.report.html import Section, write_report
 
 GROUPS = {
     "transformers": [("gpt2", dict(seq_len=1024)), ("llama-3-8b", dict(seq_len=1024)), ("bert-base", dict(seq_len=512))],
@@ -27,44 +36,159 @@ GROUPS = {
 }
 
 
+@dataclass(frozen=True)
+class DemoBudget:
+    pretrain_steps: int
+    pretrain_eval_every: int
+    sample_tokens: int
+    strategies: tuple[str, ...]
+    train_fraction: float
+    finetune_epochs: int
+    max_len: int
+
+
+FULL = DemoBudget(pretrain_steps=1500, pretrain_eval_every=250, sample_tokens=400,
+                  strategies=("head", "top-2", "bitfit", "lora:8"), train_fraction=0.5, finetune_epochs=1, max_len=48)
+QUICK = DemoBudget(pretrain_steps=120, pretrain_eval_every=60, sample_tokens=120,
+                   strategies=("head", "lora:8"), train_fraction=0.08, finetune_epochs=1, max_len=32)
+
+
 def biggest_formulas(a: Analysis, k: int = 3) -> list[str]:
     rows = sorted((r for r in a.rows if r.formula and r.params_raw), key=lambda r: -r.params_raw)
     return [f"{r.name}: {r.formula}" for r in rows[:k]]
 
 
-def run_demo(out_dir: Path, quick: bool = False, emit: Callable[[str], None] = lambda s: None) -> list[Path]:
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-    summary = {}
-    emit("[1] Depth and parameters, compared (models built on the meta device: no weights are allocated)")
+def step_depth(out_dir: Path, emit) -> list[Section]:
+    from layerwise.report.runs import analysis_sections
+
+    emit("[1/4] Depth and parameters, compared (built on the meta device: no weights are allocated)")
+    sections = []
     for group, members in GROUPS.items():
-        analyses = []
-        for name, kw in members:
-            a = analyze(build(name, device="meta"), name=name, **kw)
-            analyses.append(a)
-            summary[name] = {
-                "params": a.totals.params,
-                "trainable": a.totals.trainable,
-                "depth": {"weight_depth": a.depth.weight_depth, "block_depth": a.depth.block_depth,
-                          "module_depth": a.depth.module_depth, "max_channel_depth": a.depth.max_channel_depth},
-                "by_kind": {k.kind: {"params": k.params, "share": k.share} for k in a.by_kind},
-                "flops_forward": a.totals.flops_forward,
-                "input_shape": a.input_shape,
-                "biggest_layers": biggest_formulas(a),
-            }
-            path = out_dir / f"summary-{name}.json"
-            atomic_write_text(path, a.to_json())
-            written.append(path)
+        analyses = [analyze(build(name, device="meta"), name=name, **kw) for name, kw in members]
         emit(table.render_comparison(analyses))
         for a in analyses:
-            emit(f"  biggest layers of {a.model}:")
-            for line in biggest_formulas(a):
-                emit(f"    {line}")
+            emit(f"  biggest layers of {a.model}: " + "; ".join(biggest_formulas(a, 2)))
         png = plots.plot_comparison(analyses, out_dir / f"params-by-kind-{group}.png")
-        written.append(png)
-        emit(f"  plot: {png}")
-    path = out_dir / "depth-and-parameters.json"
-    atomic_write_text(path, json.dumps(summary, indent=2))
-    written.append(path)
-    return written
+        md = _comparison_md(analyses)
+        sections.append(Section(f"Depth and parameters: {', '.join(a.model for a in analyses)}", markdown=md, images=[png],
+                                data=[{"model": a.model, "totals": a.totals.__dict__,
+                                       "depth": {k: v for k, v in a.depth.__dict__.items() if k != "channel_depths"},
+                                       "by_kind": [k.__dict__ for k in a.by_kind],
+                                       "biggest_layers": biggest_formulas(a, 5)} for a in analyses]))
+        analysis_sections(analyses, out_dir / "summaries" / group)
+    return sections
+
+
+def _comparison_md(analyses: list[Analysis]) -> str:
+    kinds = []
+    for a in analyses:
+        kinds += [k.kind for k in a.by_kind if k.params and k.kind not in kinds]
+    head = "| | " + " | ".join(a.model for a in analyses) + " |\n|---|" + "---:|" * len(analyses) + "\n"
+    rows = [("parameters", lambda a: f"{a.totals.params:,}"),
+            ("weight_depth", lambda a: str(a.depth.weight_depth)),
+            ("block_depth", lambda a: str(a.depth.block_depth)),
+            ("module_depth", lambda a: str(a.depth.module_depth)),
+            ("channel depth (max)", lambda a: "" if a.depth.max_channel_depth is None else str(a.depth.max_channel_depth))]
+    rows += [(f"{k} params (share)", lambda a, k=k: f"{a.kind(k).params:,} ({100 * a.kind(k).share:.1f}%)") for k in kinds]
+    rows += [("input", lambda a: str(a.input_shape)), ("forward FLOPs", lambda a: f"{a.totals.flops_forward:,}"),
+             ("training-step FLOPs", lambda a: f"{a.totals.flops_train:,}")]
+    body = "".join(f"| {label} | " + " | ".join(f(a) for a in analyses) + " |\n" for label, f in rows)
+    formulas = "\n".join(f"- **{a.model}**: " + "; ".join(f"`{x}`" for x in biggest_formulas(a, 2)) for a in analyses)
+    return head + body + "\n**The formula behind the biggest layers**\n\n" + formulas + "\n"
+
+
+def step_pretrain(out_dir: Path, budget: DemoBudget, emit, progress) -> list[Section]:
+    from layerwise.train.config import TrainConfig
+    from layerwise.train.recipes import generate_text, pretrain
+
+    emit(f"[2/4] Pretraining a baby GPT from scratch on Shakespeare ({budget.pretrain_steps} steps)")
+    run_dir = out_dir / "pretrain"
+    cfg = TrainConfig(steps=budget.pretrain_steps, batch_size=12, lr=1e-3, schedule="cosine", warmup_steps=50,
+                      min_lr=1e-4, eval_every=budget.pretrain_eval_every, eval_steps=20, log_every=25,
+                      checkpoint_every=0, keep_last=1, out_dir=str(run_dir), device="cpu", seed=0)
+    result = pretrain("gpt-baby-char", "shakespeare-1m", cfg, tokenizer="char", callback=progress)
+    sample = generate_text(str(run_dir), prompt="ROMEO:\n", max_new_tokens=budget.sample_tokens, temperature=0.8,
+                           top_k=40, seed=0)[0]
+    final = result.final or {}
+    emit(f"  validation loss {final.get('loss', float('nan')):.3f} after {result.steps} steps in {result.seconds:.0f} s")
+    emit("  sample:\n" + "\n".join("    " + line for line in sample.splitlines()))
+    atomic_write_text(run_dir / "sample.txt", sample)
+    a = analyze(build(json.loads((run_dir / "config.json").read_text())["model"], device="meta"), name="gpt-baby-char")
+    md = (f"A character-level GPT ({a.totals.params:,} parameters, weight_depth {a.depth.weight_depth}, "
+          f"{a.depth.block_depth} blocks) trained for {result.steps} steps of 12×64 characters on the first 1.1 M "
+          f"characters of Shakespeare's works, in {result.seconds:.0f} s. Validation loss "
+          f"**{final.get('loss', float('nan')):.3f}** (perplexity {final.get('perplexity', float('nan')):.2f}).")
+    images = [p for p in (run_dir / "loss-curve.png",) if p.exists()]
+    return [Section("Pretraining from scratch: a baby GPT on Shakespeare", markdown=md, images=images,
+                    preformatted="ROMEO:\n" + sample[len("ROMEO:\n"):] if sample.startswith("ROMEO:\n") else sample,
+                    data={"final": final, "steps": result.steps, "seconds": result.seconds, "history_tail": result.history[-5:]})]
+
+
+def step_finetune(out_dir: Path, budget: DemoBudget, emit, progress) -> list[Section]:
+    from layerwise.finetune.run import compare, comparison_markdown
+    from layerwise.train.config import TrainConfig
+
+    emit(f"[3/4] Fine-tuning the packaged MiniLM on sms-spam: {', '.join(budget.strategies)}")
+    cfg = TrainConfig(epochs=budget.finetune_epochs, batch_size=32, lr=1e-3, device="cpu", seed=0, log_every=10)
+
+    def lr_for(strategy):  # a head alone or a few biases take a larger step
+        return 5e-3 if strategy in ("head", "bitfit") else 1e-3
+
+    results = []
+    for s in budget.strategies:
+        c = compare("minilm-l6", "sms-spam", [s], cfg.replace(lr=lr_for(s)), max_len=budget.max_len,
+                    train_fraction=budget.train_fraction, callback=progress)
+        r = c.results[0]
+        results.append(r)
+        f1 = r.test.get("f1") if r.test else None
+        emit(f"  {s}: {r.trainable:,} trainable ({100 * r.trainable / r.params_base:.3f}%), {r.train_seconds:.0f} s, "
+             f"test F1 {f1:.3f}" if f1 is not None else f"  {s}: done")
+    from layerwise.finetune.run import Comparison, write_comparison
+
+    comp = Comparison("minilm-l6", "sms-spam", results, {**c.settings, "lr": {s: lr_for(s) for s in budget.strategies}})
+    paths = write_comparison(comp, out_dir / "finetune")
+    md = comparison_markdown(comp).split("\n", 2)[2]
+    return [Section("Fine-tuning, strategy by strategy: MiniLM on sms-spam", markdown=md,
+                    images=[p for p in paths if p.suffix == ".png"], data=comp.to_dict())]
+
+
+def step_plan(out_dir: Path, emit) -> list[Section]:
+    from layerwise.analysis.plan import plan
+    from layerwise.report.plan import comparison_table, plot_plans, render
+
+    emit("[4/4] A plan: full fine-tuning against LoRA of Llama-2-7B (batch 1 × 2048 tokens, on a GPU)")
+    model = build("llama-2-7b", device="meta")
+    setups = [("full, bf16-mixed", dict(strategy="full", precision="bf16-mixed")),
+              ("full, bf16-true, checkpointing", dict(strategy="full", precision="bf16-true", grad_checkpointing=True)),
+              ("lora:8 on q,v, bf16-true", dict(strategy="lora:8", precision="bf16-true",
+                                               strategy_options={"lora_targets": ["q_proj", "v_proj"]}))]
+    plans = [plan(model, optimizer="adamw", batch_size=1, seq_len=2048, **kw) for _, kw in setups]
+    labels = [label for label, _ in setups]
+    text = render([comparison_table(plans)])
+    emit(text)
+    png = plot_plans(plans, out_dir / "plan-llama-2-7b.png")
+    md = ("Peak memory of one training step, planned on the meta device (nothing is allocated). Full fine-tuning "
+          "keeps weights, gradients and two AdamW moments for 6.7 B parameters; LoRA keeps the frozen weights once "
+          "and trains 4,194,304 parameters.\n\n" + "\n".join(
+              f"- **{label}**: peak {p.peak_bytes / 2**30:,.1f} GiB ({p.peak_phase}); trainable {p.trainable:,}"
+              for label, p in zip(labels, plans)))
+    return [Section("A plan: fine-tuning a 7B model", markdown=md, preformatted=text, images=[png],
+                    data=[{"setup": label, **p.to_dict()} for label, p in zip(labels, plans)])]
+
+
+def run_demo(out_dir: Path, quick: bool = False, emit: Callable[[str], None] = lambda s: None,
+             progress: Callable | None = None) -> Path:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    budget = QUICK if quick else FULL
+    sections = step_depth(out_dir, emit)
+    sections += step_pretrain(out_dir, budget, emit, progress)
+    sections += step_finetune(out_dir, budget, emit, progress)
+    sections += step_plan(out_dir, emit)
+    page = write_report(out_dir / "report.html", "layerwise demo", sections,
+                        subtitle="How deep is this network, and where do its trainable parameters live?"
+                        + (" (quick version)" if quick else ""))
+    atomic_write_text(out_dir / "report.json", json.dumps([{"title": s.title, "data": s.data} for s in sections],
+                                                          indent=2, default=str))
+    emit(f"report: {page}")
+    return page

@@ -1,0 +1,166 @@
+"""What `layerwise pretrain` and `layerwise train` share: TrainConfig flags derived from the
+dataclass's fields, model overrides, and the rich progress bar."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import types
+import typing
+
+from layerwise.errors import ConfigError
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_train_config_arguments(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    """One flag per TrainConfig field (``--batch-size``, ``--no-compile`` ...), default unset."""
+    from layerwise.train.config import TrainConfig
+
+    g = parser.add_argument_group("training options (TrainConfig fields; also from --train-config FILE)")
+    g.add_argument("--train-config", metavar="FILE", help="TrainConfig as JSON or TOML; flags override it")
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in skip:
+            continue
+        hint = hints[f.name]
+        args = [_flag(f.name)] + (["--out"] if f.name == "out_dir" else [])
+        kw: dict = {"dest": f.name, "default": argparse.SUPPRESS, "help": f"default: {f.default!r}"}
+        union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+        options = set(typing.get_args(hint)) - {type(None)} if union else {hint}
+        t = next(iter(options)) if len(options) == 1 else hint
+        if t is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+        elif f.name == "betas":
+            kw.update(nargs=2, type=float, metavar=("BETA1", "BETA2"))
+        elif f.name == "early_stopping":
+            kw.update(type=str, metavar="METRIC[:MODE[:PATIENCE]]", help="e.g. loss:min:5 or f1:max:3")
+        elif t in (int, float, str):
+            kw["type"] = t
+        else:
+            kw["type"] = str
+        g.add_argument(*args, **kw)
+
+
+def train_config_from_args(args: argparse.Namespace, defaults: dict | None = None):
+    from layerwise.train.config import TrainConfig
+
+    layers = [defaults or {}]
+    if getattr(args, "train_config", None):
+        layers.append(TrainConfig.load(args.train_config).to_dict())
+    layers.append({f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)})
+    data: dict = {}
+    for layer in layers:  # later layers win; giving one of steps/epochs unsets the other
+        if layer.get("steps") is not None and layer.get("epochs") is None:
+            data["epochs"] = None
+        if layer.get("epochs") is not None and layer.get("steps") is None:
+            data["steps"] = None
+        data.update({k: v for k, v in layer.items() if k not in ("steps", "epochs") or v is not None})
+    return TrainConfig.from_dict(data)
+
+
+def parse_overrides(items: list[str] | None) -> dict:
+    """``KEY=VALUE`` pairs; VALUE is read as JSON (numbers, true/false, null, lists), else a string."""
+    out: dict = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"--set: expected KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        try:
+            out[k.strip()] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k.strip()] = v
+    return out
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="model preset name or config file (.json/.toml)")
+    parser.add_argument("--set", dest="model_set", action="append", metavar="KEY=VALUE",
+                        help="override a model config field (repeatable), e.g. --set dropout=0.1")
+    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in the run directory")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+class Progress:
+    """A rich progress bar fed by the trainer's events (only on rank 0 under torchrun)."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        from rich.console import Console
+
+        self.console = Console(stderr=True)
+        self.enabled = enabled and os.environ.get("RANK", "0") == "0"
+        self.bar = None
+        self.task = None
+        self.fields = {"loss": "", "speed": "", "mfu": ""}
+
+    def __call__(self, ev) -> None:
+        if not self.enabled:
+            return
+        if ev.kind == "start":
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            r = ev.record
+            self.unit = r.get("unit", "examples")
+            self.console.print(
+                f"training {r['trainable_params']:,} of {r['params']:,} parameters on {r['device']}"
+                f" x{r['world_size']}; {ev.total_steps:,} steps"
+                + (f", resuming at step {ev.step}" if ev.step else "")
+                + (f"; matmul peak {r['peak_flops'] / 1e9:.0f} GFLOP/s" if r.get("peak_flops") else "")
+            )
+            self.bar = RichProgress(
+                TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[speed]}"),
+                TextColumn("MFU {task.fields[mfu]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                console=self.console, transient=False,
+            )
+            self.bar.start()
+            self.task = self.bar.add_task("train", total=ev.total_steps, completed=ev.step, **self.fields)
+        elif self.bar is None:
+            return
+        elif ev.kind == "step":
+            self.bar.update(self.task, completed=ev.step, loss=f"{ev.record['loss']:.4f}")
+        elif ev.kind == "log":
+            r = ev.record
+            speed = r.get(f"{self.unit}_per_s")
+            m = r.get("mfu")
+            self.bar.update(self.task, speed=f"{speed:,.0f} {self.unit}/s" if speed else "", mfu=f"{100 * m:.1f}%" if m else "n/a")
+        elif ev.kind == "eval":
+            keys = [k for k in ("loss", "perplexity", "accuracy", "precision", "recall", "f1", "f1_macro") if k in ev.record]
+            self.bar.console.print(f"step {ev.step}: validation " + ", ".join(f"{k} {_fmt(ev.record[k])}" for k in keys))
+        elif ev.kind == "end":
+            self.bar.stop()
+            self.bar = None
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+
+def print_summary(result, extra: dict | None = None) -> None:
+    out = sys.stdout
+    print(f"steps: {result.steps}/{result.total_steps}{' (stopped early)' if result.stopped_early else ''} in {result.seconds:.1f} s", file=out)
+    if result.history:
+        print(f"final train loss: {result.history[-1]['loss']:.4f}", file=out)
+    if result.final:
+        keys = [k for k in ("loss", "perplexity", "accuracy", "precision", "recall", "f1", "f1_macro") if k in result.final]
+        print("validation: " + ", ".join(f"{k} {_fmt(result.final[k])}" for k in keys), file=out)
+    if result.best:
+        print(f"best: {result.best['metric']} {_fmt(result.best['value'])} at step {result.best['step']}", file=out)
+    for name, metrics in (extra or {}).items():
+        if metrics:
+            keys = [k for k in ("loss", "accuracy", "precision", "recall", "f1", "f1_macro") if k in metrics]
+            print(f"{name}: " + ", ".join(f"{k} {_fmt(metrics[k])}" for k in keys), file=out)
+    if result.run_dir is not None:
+        print(f"run directory: {result.run_dir}", file=out)

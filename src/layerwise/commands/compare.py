@@ -1,0 +1,45 @@
+"""`layerwise compare`: every fine-tuning strategy on the same data, seed and budget."""
+
+from __future__ import annotations
+
+from layerwise.commands.finetune import add_finetune_arguments
+
+DEFAULT_STRATEGIES = "head,top-2,bitfit,lora:8,adapter:64,full"
+
+
+def run(args) -> int:
+    from rich.console import Console
+    from rich.markdown import Markdown
+
+    from layerwise.commands._training import Progress, train_config_from_args
+    from layerwise.finetune.run import compare, comparison_markdown
+
+    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    out = args.out_dir_compare
+    config = train_config_from_args(args, defaults={"epochs": 2, "steps": None, "lr": 1e-3, "batch_size": 32})
+    console = Console()
+    progress = Progress(enabled=not args.no_progress)
+
+    def done(r):
+        progress.close()
+        f1 = r.test.get("f1") if r.test else None
+        console.print(f"[bold]{r.strategy}[/]: {r.trainable:,} trainable, {r.train_seconds:.1f} s, "
+                      f"test F1 {f1:.4f}" if f1 is not None else f"[bold]{r.strategy}[/]: done")
+
+    c = compare(args.model, args.data, strategies, config, out_dir=out, max_len=args.max_len, val=args.val,
+                test=args.test, train_fraction=args.train_fraction,
+                lora_targets=args.targets.split(",") if args.targets else None, positive=args.positive,
+                cache=not args.no_cache and "auto", on_result=done, callback=progress)
+    progress.close()
+    console.print(Markdown(comparison_markdown(c)))
+    console.print(f"report: {out}/compare.md, compare.json, trainable-by-kind.png, f1-vs-trainable.png "
+                  f"(layerwise report {out} builds the HTML page)")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("compare", help="compare fine-tuning strategies: trainable parameters per kind, time, memory, F1")
+    p.add_argument("--strategies", default=DEFAULT_STRATEGIES, help=f"comma-separated (default {DEFAULT_STRATEGIES})")
+    p.add_argument("--report-dir", dest="out_dir_compare", default="runs/compare", help="where the report goes")
+    add_finetune_arguments(p)
+    p.set_defaults(func=run, train_fraction=0.5)

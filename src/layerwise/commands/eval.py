@@ -1,0 +1,49 @@
+"""`layerwise eval`: metrics of a checkpoint on held-out data."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+
+def run(args) -> int:
+    from layerwise.train.recipes import evaluate_run
+
+    metrics = evaluate_run(args.ckpt, data=args.data, split=args.split, device=args.device, batch_size=args.batch_size)
+    if args.format == "json":
+        sys.stdout.write(json.dumps(metrics, indent=2) + "\n")
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=metrics["data"], caption=metrics["checkpoint"])
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    for k, v in metrics.items():
+        if isinstance(v, float):
+            t.add_row(k, f"{v:.4f}")
+        elif isinstance(v, int) and not isinstance(v, bool):
+            t.add_row(k, f"{v:,}")
+    Console().print(t)
+    if "confusion_matrix" in metrics:
+        names = list(metrics.get("per_class", {}))
+        cm = Table(title="confusion matrix (rows: true, columns: predicted)")
+        cm.add_column("")
+        for n in names:
+            cm.add_column(n, justify="right")
+        for n, row in zip(names, metrics["confusion_matrix"]):
+            cm.add_row(n, *(str(v) for v in row))
+        Console().print(cm)
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("eval", help="evaluate a checkpoint (loss/perplexity, or accuracy/precision/recall/F1)")
+    p.add_argument("--ckpt", required=True, help="run directory (its best checkpoint) or a checkpoint directory")
+    p.add_argument("--data", default=None, help="dataset; default: the one the run was trained on, split as in training")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"],
+                   help="part of the training data to use (default test; a pretraining run's held-out part is val)")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.set_defaults(func=run)

@@ -1,0 +1,69 @@
+"""`layerwise finetune`: fine-tune a pretrained model with one strategy."""
+
+from __future__ import annotations
+
+from layerwise.commands._training import Progress, add_train_config_arguments, train_config_from_args
+
+
+def add_finetune_arguments(p) -> None:
+    p.add_argument("--model", default="minilm-l6",
+                   help="minilm-l6 | smollm2-135m | a `layerwise pretrain` run directory (default minilm-l6)")
+    p.add_argument("--data", default="sms-spam", help="labelled texts: sms-spam, movie-snippets, or a .csv/.jsonl file")
+    p.add_argument("--rank", type=int, default=None, help="LoRA rank (with --strategy lora)")
+    p.add_argument("--alpha", type=float, default=None, help="LoRA alpha (default 2·rank)")
+    p.add_argument("--lora-dropout", type=float, default=0.0)
+    p.add_argument("--targets", default=None,
+                   help="LoRA targets, comma-separated: name globs or kinds (attention, mlp, all-linear); default q and v")
+    p.add_argument("--max-len", type=int, default=64, help="texts are cut to this many tokens (default 64)")
+    p.add_argument("--val", type=float, default=0.1)
+    p.add_argument("--test", type=float, default=0.1)
+    p.add_argument("--train-fraction", type=float, default=None, help="train on a stratified subsample of the training split")
+    p.add_argument("--positive", default=None, help="class (index or name) for binary F1 (default: class 1)")
+    p.add_argument("--no-cache", action="store_true", help="do not cache the frozen prefix's outputs")
+    p.add_argument("--no-progress", action="store_true")
+    add_train_config_arguments(p)
+
+
+def strategy_spec(strategy: str, rank: int | None, alpha: float | None) -> str:
+    if rank is not None and strategy == "lora":
+        return f"lora:{rank}" + (f":{alpha:g}" if alpha is not None else "")
+    return strategy
+
+
+def run(args) -> int:
+    from layerwise.finetune.run import finetune
+
+    spec = strategy_spec(args.strategy, args.rank, args.alpha)
+    if spec == "lora":
+        spec = "lora:8"
+    config = train_config_from_args(args, defaults={"out_dir": f"runs/finetune-{spec.replace(':', '-')}", "epochs": 2,
+                                                    "steps": None, "lr": 1e-3, "batch_size": 32})
+    progress = Progress(enabled=not args.no_progress)
+    try:
+        r = finetune(args.model, args.data, spec, config, lora_targets=args.targets.split(",") if args.targets else None,
+                     lora_dropout=args.lora_dropout, max_len=args.max_len, val=args.val, test=args.test,
+                     train_fraction=args.train_fraction, positive=args.positive, cache=not args.no_cache and "auto",
+                     callback=progress)
+    finally:
+        progress.close()
+    print(f"{spec}: trains {r.trainable:,} of {r.params_base:,} base parameters "
+          f"({100 * r.trainable / r.params_base:.3f}%): " + ", ".join(f"{k} {v:,}" for k, v in r.trainable_by_kind.items()))
+    for line in r.record["steps"] + r.record["notes"]:
+        print(f"  {line}")
+    if r.cache:
+        print(f"  frozen prefix cached up to {r.cache['stage']}: {r.cache['bytes'] / 2**20:.1f} MiB in {r.cache['seconds']:.1f} s")
+    print(f"trained {r.steps} steps in {r.train_seconds:.1f} s ({r.examples_per_second:,.0f} examples/s)")
+    if r.test:
+        print("test: " + ", ".join(f"{k} {r.test[k]:.4f}" for k in ("accuracy", "precision", "recall", "f1") if k in r.test))
+    if r.run_dir:
+        print(f"run directory: {r.run_dir}")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("finetune", help="fine-tune a pretrained model with one strategy (head, top-k, bitfit, lora, adapter, full)")
+    p.add_argument("--strategy", default="lora",
+                   help="full | head | top-K | bitfit | lora (with --rank) | lora:R[:ALPHA] | adapter:SIZE | "
+                        "freeze:X | train:X | norms, joined with + (default lora)")
+    add_finetune_arguments(p)
+    p.set_defaults(func=run)

