@@ -49,8 +49,8 @@ class DemoBudget:
 
 FULL = DemoBudget(pretrain_steps=1500, pretrain_eval_every=250, sample_tokens=400,
                   strategies=("head", "top-2", "bitfit", "lora:8"), train_fraction=0.5, finetune_epochs=1, max_len=48)
-QUICK = DemoBudget(pretrain_steps=120, pretrain_eval_every=60, sample_tokens=120,
-                   strategies=("head", "lora:8"), train_fraction=0.08, finetune_epochs=1, max_len=32)
+QUICK = DemoBudget(pretrain_steps=100, pretrain_eval_every=50, sample_tokens=120,
+                   strategies=("head", "lora:8"), train_fraction=0.12, finetune_epochs=2, max_len=32)
 
 
 def biggest_formulas(a: Analysis, k: int = 3) -> list[str]:
@@ -129,24 +129,17 @@ def step_finetune(out_dir: Path, budget: DemoBudget, emit, progress) -> list[Sec
     from layerwise.train.config import TrainConfig
 
     emit(f"[3/4] Fine-tuning the packaged MiniLM on sms-spam: {', '.join(budget.strategies)}")
-    cfg = TrainConfig(epochs=budget.finetune_epochs, batch_size=32, lr=1e-3, device="cpu", seed=0, log_every=10)
+    cfg = TrainConfig(epochs=budget.finetune_epochs, batch_size=32, device="cpu", seed=0, log_every=10)
 
-    def lr_for(strategy):  # a head alone or a few biases take a larger step
-        return 5e-3 if strategy in ("head", "bitfit") else 1e-3
-
-    results = []
-    for s in budget.strategies:
-        c = compare("minilm-l6", "sms-spam", [s], cfg.replace(lr=lr_for(s)), max_len=budget.max_len,
-                    train_fraction=budget.train_fraction, callback=progress)
-        r = c.results[0]
-        results.append(r)
+    def done(r):
         f1 = r.test.get("f1") if r.test else None
-        emit(f"  {s}: {r.trainable:,} trainable ({100 * r.trainable / r.params_base:.3f}%), {r.train_seconds:.0f} s, "
-             f"test F1 {f1:.3f}" if f1 is not None else f"  {s}: done")
-    from layerwise.finetune.run import Comparison, write_comparison
+        emit(f"  {r.strategy}: {r.trainable:,} trainable ({100 * r.trainable / r.params_base:.3f}% of the base), "
+             f"{r.train_seconds:.0f} s" + (f", test F1 {f1:.3f}" if f1 is not None else ""))
 
-    comp = Comparison("minilm-l6", "sms-spam", results, {**c.settings, "lr": {s: lr_for(s) for s in budget.strategies}})
-    paths = write_comparison(comp, out_dir / "finetune")
+    comp = compare("minilm-l6", "sms-spam", list(budget.strategies), cfg, out_dir=out_dir / "finetune",
+                   max_len=budget.max_len, train_fraction=budget.train_fraction, auto_lr=True, on_result=done,
+                   callback=progress)
+    paths = sorted((out_dir / "finetune").glob("*.png"))
     md = comparison_markdown(comp).split("\n", 2)[2]
     return [Section("Fine-tuning, strategy by strategy: MiniLM on sms-spam", markdown=md,
                     images=[p for p in paths if p.suffix == ".png"], data=comp.to_dict())]

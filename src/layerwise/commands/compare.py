@@ -16,7 +16,8 @@ def run(args) -> int:
 
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     out = args.out_dir_compare
-    config = train_config_from_args(args, defaults={"epochs": 2, "steps": None, "lr": 1e-3, "batch_size": 32})
+    config = train_config_from_args(args, defaults={"epochs": 2, "steps": None, "batch_size": 32})
+    auto_lr = not hasattr(args, "lr") and not getattr(args, "train_config", None)
     console = Console()
     progress = Progress(enabled=not args.no_progress)
 
@@ -29,7 +30,7 @@ def run(args) -> int:
     c = compare(args.model, args.data, strategies, config, out_dir=out, max_len=args.max_len, val=args.val,
                 test=args.test, train_fraction=args.train_fraction,
                 lora_targets=args.targets.split(",") if args.targets else None, positive=args.positive,
-                cache=not args.no_cache and "auto", on_result=done, callback=progress)
+                cache=not args.no_cache and "auto", auto_lr=auto_lr, on_result=done, callback=progress)
     progress.close()
     console.print(Markdown(comparison_markdown(c)))
     console.print(f"report: {out}/compare.md, compare.json, trainable-by-kind.png, f1-vs-trainable.png "

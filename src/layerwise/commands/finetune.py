@@ -36,8 +36,12 @@ def run(args) -> int:
     spec = strategy_spec(args.strategy, args.rank, args.alpha)
     if spec == "lora":
         spec = "lora:8"
+    from layerwise.finetune.run import default_lr
+    from layerwise.finetune.strategies import parse_strategy
+
+    parse_strategy(spec)
     config = train_config_from_args(args, defaults={"out_dir": f"runs/finetune-{spec.replace(':', '-')}", "epochs": 2,
-                                                    "steps": None, "lr": 1e-3, "batch_size": 32})
+                                                    "steps": None, "lr": default_lr(spec), "batch_size": 32})
     progress = Progress(enabled=not args.no_progress)
     try:
         r = finetune(args.model, args.data, spec, config, lora_targets=args.targets.split(",") if args.targets else None,

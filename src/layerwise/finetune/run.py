@@ -29,6 +29,20 @@ from layerwise.io import atomic_write_text
 
 PRETRAINED = ("minilm-l6", "smollm2-135m")
 
+# Learning rates that suit each strategy with AdamW (used when none is given): a head
+# on frozen features or a few bias vectors take large steps; LoRA factors and adapters
+# start at zero and take ~1e-3 (Hu et al. 2021 use 2e-4..5e-4 on larger models); whole
+# pretrained layers take the small steps of full fine-tuning (BERT's 2e-5..5e-5).
+DEFAULT_LR = {"head": 5e-3, "bitfit": 5e-3, "lora": 1e-3, "adapter": 1e-3, "top": 2e-4, "full": 5e-5,
+              "train": 1e-3, "freeze": 1e-3}
+
+
+def default_lr(strategy: str) -> float:
+    """The learning rate for a strategy spec (its first item decides)."""
+    from layerwise.finetune.strategies import parse_strategy
+
+    return DEFAULT_LR[parse_strategy(strategy)[0].name]
+
 
 @dataclass
 class FinetuneResult:
@@ -323,12 +337,13 @@ def plot_comparison(c: Comparison, out_dir: Path) -> list[Path]:
 
 def compare(model: str, data: str, strategies: list[str], config, out_dir: str | Path | None = None,
             max_len: int = 64, val: float = 0.1, test: float = 0.1, train_fraction: float | None = None,
-            lora_targets=None, positive=None, cache: bool | str = "auto", keep_runs: bool = False,
+            lora_targets=None, positive=None, cache: bool | str = "auto", keep_runs: bool = False, auto_lr: bool = False,
             on_result: Callable[[FinetuneResult], None] | None = None, callback: Callable | None = None) -> Comparison:
     """Run every strategy with the same data, seed and budget; write the report to ``out_dir``.
 
     ``keep_runs`` also writes each strategy's run directory (checkpoints, metrics) under
-    ``out_dir/runs/``; by default only the comparison is written.
+    ``out_dir/runs/``; by default only the comparison is written. ``auto_lr`` gives each
+    strategy its own learning rate (:data:`DEFAULT_LR`) instead of ``config.lr``.
     """
     from layerwise.finetune.strategies import parse_strategy
 
@@ -338,11 +353,12 @@ def compare(model: str, data: str, strategies: list[str], config, out_dir: str |
     prepared = prepare_data(data, tok, max_len, val, test, config.seed, train_fraction)
     settings = {"epochs": config.epochs, "steps": config.steps, "batch_size": config.batch_size, "lr": config.lr,
                 "optimizer": config.optimizer, "seed": config.seed, "max_len": max_len,
+                "lr_by_strategy": {s: default_lr(s) for s in strategies} if auto_lr else None,
                 "train_examples": len(prepared[1][0].labels), "train_fraction": train_fraction}
     results = []
     for s in strategies:
         sub_out = str(Path(out_dir) / "runs" / s.replace(":", "-").replace("+", "_")) if (out_dir and keep_runs) else None
-        cfg = config.replace(out_dir=sub_out)
+        cfg = config.replace(out_dir=sub_out, lr=default_lr(s) if auto_lr else config.lr)
         r = finetune(model, data, s, cfg, lora_targets=lora_targets, max_len=max_len, val=val, test=test,
                      positive=positive, cache=cache, callback=callback, prepared=prepared)
         results.append(r)
