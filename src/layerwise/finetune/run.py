@@ -212,11 +212,11 @@ def finetune(
     sets = [train, val_set, test_set]
     if use_cache:
         t0 = time.perf_counter()
-        cached = [cache_prefix(net, (s.ids, s.attention_mask), batch_size=64) for s in sets]
-        cache_info = {"stage": cached[0].stage, "bytes": sum(c.bytes for c in cached),
+        cached = [cache_prefix(net, (s.ids, s.attention_mask), batch_size=64) if len(s.labels) else None for s in sets]
+        cache_info = {"stage": cached[0].stage, "bytes": sum(c.bytes for c in cached if c),
                       "seconds": time.perf_counter() - t0}
         trained_model = _SuffixClassifier(net, cached[0].start)
-        sets = [(*c.states, s.labels) for c, s in zip(cached, sets)]
+        sets = [(*c.states, s.labels) if c else s for c, s in zip(cached, sets)]
     task = ClassificationTask(ds.num_classes, ds.label_names, positive=positive)
     info = {"finetune": {"model": model, "data": data, "strategy": strategy, "record": record.to_dict(),
                          "cache": cache_info, "max_len": max_len}}
