@@ -55,6 +55,14 @@ class CachedPrefix:
     bytes: int
 
 
+def _pad_time(t: torch.Tensor, length: int, full: int) -> torch.Tensor:
+    """Pad dim 1 of a per-token state from ``length`` back to ``full`` (zeros: padding)."""
+    if t.dim() >= 2 and t.shape[1] == length and length < full:
+        pad = torch.zeros((t.shape[0], full - length, *t.shape[2:]), dtype=t.dtype, device=t.device)
+        return torch.cat([t, pad], dim=1)
+    return t
+
+
 @torch.no_grad()
 def cache_prefix(model: nn.Module, inputs: tuple[torch.Tensor, ...], batch_size: int = 64,
                  dtype: torch.dtype | None = None, progress=None) -> CachedPrefix:
@@ -65,17 +73,29 @@ def cache_prefix(model: nn.Module, inputs: tuple[torch.Tensor, ...], batch_size:
     was_training = model.training
     model.eval()
     try:
-        n = inputs[0].shape[0]
+        n, T = inputs[0].shape[0], inputs[0].shape[1]
+        mask = inputs[1] if len(inputs) > 1 else None
+        # Length buckets: examples sorted by length run trimmed to their chunk's longest
+        # real sequence (padding is masked, so real tokens' outputs do not change), then
+        # go back to their places, padded to the full length again.
+        order = torch.argsort(mask.sum(dim=1), stable=True) if mask is not None else torch.arange(n)
         chunks: list[tuple] = []
         for lo in range(0, n, batch_size):
-            state = model.initial_state(*(t[lo:lo + batch_size] for t in inputs))
-            out = model.run_stages(state, 0, start)
+            rows = order[lo:lo + batch_size]
+            part = [t[rows] for t in inputs]
+            if mask is not None:
+                L = max(int(part[1].sum(dim=1).max()), 1)
+                part = [t[:, :L] for t in part]
+            out = model.run_stages(model.initial_state(*part), 0, start)
+            out = tuple(_pad_time(t, part[0].shape[1], T) for t in out)
             if dtype is not None:
                 out = tuple(t.to(dtype) if t.is_floating_point() else t for t in out)
             chunks.append(out)
             if progress is not None:
                 progress(min(lo + batch_size, n), n)
-        states = tuple(torch.cat([c[j] for c in chunks]) for j in range(len(chunks[0])))
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(n)
+        states = tuple(torch.cat([c[j] for c in chunks])[inverse] for j in range(len(chunks[0])))
     finally:
         model.train(was_training)
     size = sum(t.numel() * t.element_size() for t in states)
