@@ -172,7 +172,7 @@ def main() -> None:
     mfu = sorted(r["mfu"] for r in ours_res.history if r.get("mfu"))
     print(f"\nTrainer fp32 MFU (median of log windows, vs the measured matmul peak {ours_res.peak_flops / 1e9:.0f} GFLOP/s): "
           f"{100 * mfu[len(mfu) // 2]:.1f}%")
-    print("\nsample from the Trainer's model (seed %d, temperature 0.8):\n" % args.seeds[0] + sample(ours, tok, seed=args.seeds[0]))
+    print(f"\nsample from the Trainer's model (seed {args.seeds[0]}, temperature 0.8):\n" + sample(ours, tok, seed=args.seeds[0]))
 
 
 if __name__ == "__main__":

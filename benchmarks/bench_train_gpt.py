@@ -29,12 +29,12 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-import torch  # noqa: E402
+import torch
 
 VOCAB = 65
 SHAPES = {
-    "baby 4x4x128, T=64, B=12": dict(n_layer=4, n_head=4, n_embd=128, block=64, batch=12),
-    "6x6x384, T=256, B=8": dict(n_layer=6, n_head=6, n_embd=384, block=256, batch=8),
+    "baby 4x4x128, T=64, B=12": {"n_layer": 4, "n_head": 4, "n_embd": 128, "block": 64, "batch": 12},
+    "6x6x384, T=256, B=8": {"n_layer": 6, "n_head": 6, "n_embd": 384, "block": 256, "batch": 8},
 }
 
 

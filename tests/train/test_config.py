@@ -67,7 +67,10 @@ def test_round_trip_json_and_toml(tmp_path):
 def test_cli_flags_come_from_the_fields():
     import argparse
 
-    from layerwise.commands._training import add_train_config_arguments, train_config_from_args
+    from layerwise.commands._training import (
+        add_train_config_arguments,
+        train_config_from_args,
+    )
 
     p = argparse.ArgumentParser()
     add_train_config_arguments(p)

@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 import torch
-from sklearn.metrics import accuracy_score, confusion_matrix as sk_confusion_matrix, precision_recall_fscore_support
+from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 
 from layerwise.train.metrics import (
     ClassificationMeter,

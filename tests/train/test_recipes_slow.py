@@ -19,14 +19,14 @@ def _cache(tmp_path, monkeypatch):
 
 def test_seed_cnn_on_mnist_5k(tmp_path):
     cfg = TrainConfig(epochs=3, batch_size=64, lr=2e-3, out_dir=str(tmp_path / "run"))
-    result, metrics = train_classifier("seed-cnn-mnist", "mnist-5k", cfg)
+    _result, metrics = train_classifier("seed-cnn-mnist", "mnist-5k", cfg)
     assert metrics["test"]["accuracy"] >= 0.95, metrics["test"]
     assert len(metrics["test"]["confusion_matrix"]) == 10 and sum(map(sum, metrics["test"]["confusion_matrix"])) == 500
 
 
 def test_seed_lstm_on_sms_spam_with_f1(tmp_path):
     cfg = TrainConfig(epochs=3, batch_size=32, lr=2e-3, out_dir=str(tmp_path / "run"))
-    result, metrics = train_classifier("seed-lstm", "sms-spam", cfg, tokenizer="bpe:4000", max_len=64)
+    _result, metrics = train_classifier("seed-lstm", "sms-spam", cfg, tokenizer="bpe:4000", max_len=64)
     test = metrics["test"]
     assert test["accuracy"] >= 0.95, test
     # binary metrics for the "spam" class (13% of the messages), not just accuracy

@@ -53,10 +53,10 @@ def _mlp(d=8, k=3):
     return build("mlp-digits", sizes=(d, 16, k))
 
 
-LM_CFG = dict(
-    steps=20, batch_size=4, grad_accum=2, lr=3e-3, schedule="cosine", warmup_steps=3, min_lr=1e-4,
-    clip_grad_norm=1.0, weight_decay=0.1, eval_every=5, eval_steps=3, checkpoint_every=5, log_every=1, keep_last=3,
-)
+LM_CFG = {
+    "steps": 20, "batch_size": 4, "grad_accum": 2, "lr": 3e-3, "schedule": "cosine", "warmup_steps": 3, "min_lr": 1e-4,
+    "clip_grad_norm": 1.0, "weight_decay": 0.1, "eval_every": 5, "eval_steps": 3, "checkpoint_every": 5, "log_every": 1, "keep_last": 3,
+}
 
 
 def _losses(run_dir, split="train"):

@@ -108,7 +108,14 @@ class Progress:
         if not self.enabled:
             return
         if ev.kind == "start":
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+            from rich.progress import Progress as RichProgress
 
             r = ev.record
             self.unit = r.get("unit", "examples")

@@ -23,12 +23,31 @@ from layerwise.train.checkpoint import (
     save_weights,
 )
 from layerwise.train.config import EarlyStopping, TrainConfig
-from layerwise.train.metrics import classification_metrics, confusion_matrix, perplexity, precision_recall_f1
+from layerwise.train.metrics import (
+    classification_metrics,
+    confusion_matrix,
+    perplexity,
+    precision_recall_f1,
+)
 from layerwise.train.optim import LRSchedule, l1_penalty, make_optimizer, split_decay
 from layerwise.train.perf import matmul_peak_flops, train_flops
 from layerwise.train.runlog import RunLog, read_records
-from layerwise.train.tasks import BatchSource, ClassificationTask, LanguageModelTask, Task, TensorBatches, TokenBatches
-from layerwise.train.trainer import Event, NonFiniteLossError, Trainer, TrainResult, seed_everything, train
+from layerwise.train.tasks import (
+    BatchSource,
+    ClassificationTask,
+    LanguageModelTask,
+    Task,
+    TensorBatches,
+    TokenBatches,
+)
+from layerwise.train.trainer import (
+    Event,
+    NonFiniteLossError,
+    Trainer,
+    TrainResult,
+    seed_everything,
+    train,
+)
 
 __all__ = [
     "BatchSource",

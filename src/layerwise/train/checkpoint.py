@@ -117,7 +117,7 @@ def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], 
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             meta = dict(f.metadata() or {})
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is not iterable
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise LoadError(f"{path}: corrupt or not a safetensors file ({msg})") from None
@@ -546,7 +546,7 @@ def resolve_checkpoint(path: str | os.PathLike, prefer: str = "best") -> Path:
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", prefer: str = "best") -> tuple[nn.Module, Checkpoint]:
     """Rebuild the model recorded in a checkpoint (its config) and load its weights."""
-    from layerwise.models.registry import get_config, build
+    from layerwise.models.registry import build, get_config
 
     ckpt_dir = resolve_checkpoint(path, prefer)
     doc = read_state_json(ckpt_dir)

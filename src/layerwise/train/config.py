@@ -48,7 +48,7 @@ class EarlyStopping:
         check(_is_num(self.min_delta) and self.min_delta >= 0, name, "min_delta", "a number >= 0", self.min_delta)
 
     @classmethod
-    def parse(cls, value: "str | dict | EarlyStopping | None") -> "EarlyStopping | None":
+    def parse(cls, value: str | dict | EarlyStopping | None) -> EarlyStopping | None:
         """From ``"metric[:mode[:patience]]"`` (e.g. ``"f1:max:3"``), a dict, or None."""
         if value is None or isinstance(value, EarlyStopping):
             return value
@@ -215,7 +215,7 @@ class TrainConfig:
         return d
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str | None = None) -> "TrainConfig":
+    def from_dict(cls, data: dict[str, Any], source: str | None = None) -> TrainConfig:
         """Build from plain data; unknown fields are a ConfigError (``source`` prefixes it)."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
@@ -230,14 +230,14 @@ class TrainConfig:
             raise ConfigError(f"{source}: {e}") from None
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "TrainConfig":
+    def load(cls, path: str | os.PathLike) -> TrainConfig:
         """From a JSON or TOML file (a ``[train]`` table, or the fields at the top level)."""
         data = read_config_file(path)
         if "train" in data and isinstance(data["train"], dict):
             data = data["train"]
         return cls.from_dict(data, source=str(path))
 
-    def replace(self, **overrides: Any) -> "TrainConfig":
+    def replace(self, **overrides: Any) -> TrainConfig:
         d = self.to_dict()
         if "epochs" in overrides and overrides["epochs"] is not None and "steps" not in overrides:
             d["steps"] = None

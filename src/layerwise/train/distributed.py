@@ -141,7 +141,11 @@ def wrap(model: nn.Module, info: DistInfo, strategy: str, device: torch.device) 
 def full_state(model: nn.Module, optimizer: torch.optim.Optimizer | None) -> tuple[dict, dict | None]:
     """Unsharded model (and optimizer) state dicts of an FSDP model, on the CPU of rank 0
     (collective: every process must call it)."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_model_state_dict,
+        get_optimizer_state_dict,
+    )
 
     opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
     msd = get_model_state_dict(model, options=opts)
@@ -151,7 +155,11 @@ def full_state(model: nn.Module, optimizer: torch.optim.Optimizer | None) -> tup
 
 def load_full_state(model: nn.Module, optimizer: torch.optim.Optimizer | None, msd: dict, osd: dict | None) -> None:
     """Load unsharded state dicts into an FSDP model and its optimizer (collective)."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
 
     opts = StateDictOptions(full_state_dict=True)
     set_model_state_dict(model, msd, options=opts)

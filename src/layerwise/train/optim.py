@@ -184,7 +184,7 @@ class LRSchedule:
         return asdict(self)
 
     @classmethod
-    def from_state_dict(cls, d: dict) -> "LRSchedule":
+    def from_state_dict(cls, d: dict) -> LRSchedule:
         return cls(**d)
 
 

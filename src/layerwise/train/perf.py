@@ -13,13 +13,13 @@ so frozen layers cost less).
 from __future__ import annotations
 
 import time
-from functools import lru_cache
+from functools import cache
 
 import torch
 from torch import nn
 
 
-@lru_cache(maxsize=None)
+@cache
 def _matmul_peak(device: str, dtype: torch.dtype, size: int, repeats: int) -> float:
     dev = torch.device(device)
     g = torch.Generator(device=dev).manual_seed(0)  # a private generator: the global RNG is not touched

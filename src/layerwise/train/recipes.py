@@ -24,7 +24,12 @@ import torch
 from layerwise.errors import ConfigError, LayerwiseError, LoadError
 from layerwise.io import atomic_write_text
 from layerwise.models.base import ModelConfig
-from layerwise.train.checkpoint import load_checkpoint, load_model, read_state_json, resolve_checkpoint
+from layerwise.train.checkpoint import (
+    load_checkpoint,
+    load_model,
+    read_state_json,
+    resolve_checkpoint,
+)
 from layerwise.train.config import TrainConfig
 from layerwise.train.tasks import ClassificationTask, LanguageModelTask
 from layerwise.train.trainer import Event, Trainer, TrainResult, seed_everything
@@ -35,7 +40,12 @@ TOKENIZER_SPECS = "char | bpe:VOCAB | gpt2 | a tokenizer.json path"
 def make_tokenizer(spec: str, text: str | list[str]):
     """A tokenizer from its spec: ``char`` (the characters of ``text``), ``bpe:N`` (a byte-level
     BPE with N tokens trained on ``text``), ``gpt2``, or a path to a tokenizer file."""
-    from layerwise.data.tokenizers import CharTokenizer, gpt2_tokenizer, load_tokenizer, train_bpe
+    from layerwise.data.tokenizers import (
+        CharTokenizer,
+        gpt2_tokenizer,
+        load_tokenizer,
+        train_bpe,
+    )
 
     if spec == "char":
         return CharTokenizer.from_text(text if isinstance(text, str) else "".join(text))
@@ -181,7 +191,7 @@ def train_classifier(
     ``positive``: the class (index or name) whose precision/recall/F1 are reported (default:
     class 1 of a two-class problem; macro averages for more classes).
     """
-    from layerwise.data import EncodedText, ImageClassification, encode_classification
+    from layerwise.data import ImageClassification, encode_classification
 
     seed_everything(config.seed)
     ds, parts = _classification_parts(data, val, test, config.seed)
@@ -273,7 +283,12 @@ def generate_text(
 def evaluate_run(ckpt: str, data: str | None = None, split: str = "test", device: str = "cpu", batch_size: int | None = None) -> dict:
     """Metrics of a checkpoint on the ``split`` part ("train", "val", "test") of the data it was
     trained on, recomputed from the recorded split; or on all of another dataset ``data``."""
-    from layerwise.data import TextCorpus, TokenStream, encode_classification, load_dataset
+    from layerwise.data import (
+        TextCorpus,
+        TokenStream,
+        encode_classification,
+        load_dataset,
+    )
     from layerwise.data import split as split_data
 
     ckpt_dir = resolve_checkpoint(ckpt)

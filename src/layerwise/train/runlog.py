@@ -56,7 +56,7 @@ class RunLog:
             atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in self.records))
         elif path.exists():
             path.unlink()
-        self._file = open(path, "a", encoding="utf-8")
+        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - appended to for the whole run, closed by close()
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter

@@ -42,9 +42,21 @@ from torch import nn
 from layerwise.errors import ConfigError, LayerwiseError
 from layerwise.io import atomic_write_text
 from layerwise.train import distributed as D
-from layerwise.train.checkpoint import CheckpointManager, load_checkpoint, read_safetensors, unwrap
+from layerwise.train.checkpoint import (
+    CheckpointManager,
+    load_checkpoint,
+    read_safetensors,
+    unwrap,
+)
 from layerwise.train.config import TrainConfig
-from layerwise.train.optim import LRSchedule, l1_penalty, make_optimizer, set_lr, split_decay, trainable_parameters
+from layerwise.train.optim import (
+    LRSchedule,
+    l1_penalty,
+    make_optimizer,
+    set_lr,
+    split_decay,
+    trainable_parameters,
+)
 from layerwise.train.perf import matmul_peak_flops, mfu, train_flops
 from layerwise.train.runlog import RunLog
 from layerwise.train.tasks import BatchSource, Task
