@@ -41,6 +41,7 @@ from torch import nn
 from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from layerwise.analysis.trace import _tensors  # the one walker over nested tensors
 from layerwise.errors import InputShapeError, LayerwiseError
 
 _aten = torch.ops.aten
@@ -107,18 +108,6 @@ def _tensor_leaves(x) -> list[torch.Tensor]:
 def _allocates(func) -> bool:
     """Whether an op can return a new storage: views, in-place and out= ops alias their inputs."""
     return any(ret.alias_info is None and "Tensor" in str(ret.type) for ret in func._schema.returns)
-
-
-def _tensors(x, out: list) -> list:
-    if isinstance(x, torch.Tensor):
-        out.append(x)
-    elif isinstance(x, (list, tuple)):
-        for v in x:
-            _tensors(v, out)
-    elif isinstance(x, dict):
-        for v in x.values():
-            _tensors(v, out)
-    return out
 
 
 class Allocations(TorchDispatchMode):
