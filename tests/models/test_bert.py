@@ -418,3 +418,42 @@ def test_failed_load_raises_before_building(hf_bare, monkeypatch):
         load_hf_bert(config, bad)
     assert built == []
     assert isinstance(load_hf_bert(config, sd), Bert) and built == [1]
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_padded_batch_skips_padding_with_the_same_logits_and_gradients(pooling):
+    # A padded batch runs on its real tokens only (Bert._pooled_unpadded). Logits and every
+    # gradient must be those of the padded computation: checked against our own padded
+    # path and, for CLS pooling, against transformers' gradients (dropout off, train mode).
+    hf_model = make_hf("sequence_classification", "sdpa")
+    ours = load_hf_bert(hf_model.config.to_dict(), hf_model.state_dict(), head="sequence_classification",
+                        classifier_pooling=pooling, dropout=0.0, attention_dropout=0.0,
+                        discard=("pooler.",) if pooling == "mean" else ()).train()
+    ids, mask, types = batch()
+    assert ours._tokens(mask) is not None and ours._tokens(torch.ones_like(mask)) is None
+    out = ours(ids, mask, types)
+    out.square().sum().backward()
+    grads = {n: p.grad.clone() for n, p in ours.named_parameters()}
+    ours.zero_grad()
+    hidden = ours.encode(ids, mask, types)  # every position, padding included
+    padded = ours.head(ours.pooler(hidden) if pooling == "cls" else mean_pool(hidden, mask))
+    padded.square().sum().backward()
+    torch.testing.assert_close(out, padded, atol=1e-6, rtol=1e-5)
+    scale = max(g.abs().max().item() for g in grads.values())
+    for n, p in ours.named_parameters():  # key biases get ~0 gradient (softmax is shift-invariant)
+        torch.testing.assert_close(grads[n], p.grad, atol=1e-6 * scale, rtol=1e-4, msg=n)
+    if pooling == "cls":
+        hf_model.config.hidden_dropout_prob = hf_model.config.attention_probs_dropout_prob = 0.0
+        for m in hf_model.modules():
+            if isinstance(m, nn.Dropout):
+                m.p = 0.0
+            if hasattr(m, "dropout_prob"):
+                m.dropout_prob = 0.0
+        hf_model.train()
+        hf_model.zero_grad()
+        ref = hf_model(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
+        torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+        ref.square().sum().backward()
+        hf_grads = bert_state_dict_to_hf(grads, ours.config)
+        for name, p in hf_model.named_parameters():
+            torch.testing.assert_close(hf_grads[name], p.grad, atol=1e-5 * scale, rtol=1e-4, msg=name)

@@ -21,14 +21,14 @@ encoder LayerNorm "norm", the task head "head"; each encoder layer is a block.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from layerwise.errors import InputShapeError
 from layerwise.models.base import ModelConfig
+from layerwise.models.ops import Dropout, attention
 from layerwise.models.registry import register_family, register_preset
 from layerwise.roles import mark_block, set_kind
 
@@ -170,6 +170,28 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor | None = None) 
     return total / m.sum(dim=1).clamp(min=1e-9)  # (B, C)
 
 
+class Tokens(NamedTuple):
+    """Where the real (unpadded) tokens of a (batch, seq_len) input sit: ``index`` (N,) into the flattened batch."""
+
+    index: torch.Tensor
+    batch: int
+    seq_len: int
+
+
+def _key_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """(B, T) 1/0 attention mask → (B, 1, 1, T) bool key mask, or None when nothing is padded.
+
+    Without a mask, attention can take the fused kernel; on CPU the check is a cheap
+    reduction (on an accelerator it would be a host sync, so the mask is kept there).
+    """
+    if attention_mask is None:
+        return None
+    keep = attention_mask.bool()
+    if keep.device.type == "cpu" and bool(keep.all()):
+        return None
+    return keep[:, None, None, :]
+
+
 class BertEmbeddings(nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
@@ -177,13 +199,16 @@ class BertEmbeddings(nn.Module):
         self.position = nn.Embedding(config.max_position, config.hidden)
         self.token_type = nn.Embedding(config.type_vocab_size, config.hidden)
         self.norm = set_kind(nn.LayerNorm(config.hidden, eps=config.layer_norm_eps), "norm")
-        self.drop = nn.Dropout(config.dropout)
+        self.drop = Dropout(config.dropout)
 
-    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
-        T = input_ids.shape[1]
-        pos = torch.arange(T, device=input_ids.device)  # (T,)
-        x = self.word(input_ids) + self.token_type(token_type_ids) + self.position(pos)  # (B, T, C)
-        return self.drop(self.norm(x))  # (B, T, C)
+    def forward(
+        self, input_ids: torch.Tensor, token_type_ids: torch.Tensor, positions: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        # input_ids, token_type_ids: (B, T), or (N,) real tokens with their ``positions`` (N,)
+        if positions is None:
+            positions = torch.arange(input_ids.shape[1], device=input_ids.device)  # (T,)
+        x = self.word(input_ids) + self.token_type(token_type_ids) + self.position(positions)  # (B, T, C) / (N, C)
+        return self.drop(self.norm(x))
 
 
 class BertSelfAttention(nn.Module):
@@ -198,19 +223,27 @@ class BertSelfAttention(nn.Module):
         self.value = nn.Linear(C, C)
         self.out = nn.Linear(C, C)
         self.attention_dropout = config.attention_dropout
-        self.drop = nn.Dropout(config.dropout)
+        self.drop = Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
-        # x: (B, T, C); key_mask: (B, 1, 1, T) bool, True where a key may be attended to.
-        B, T, C = x.shape
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None, tokens: Tokens | None = None) -> torch.Tensor:
+        # x: (B, T, C), or (N, C) real tokens only when ``tokens`` says where they sit;
+        # key_mask: (B, 1, 1, T) bool, True where a key may be attended to.
+        C = x.shape[-1]
+        B, T = (x.shape[0], x.shape[1]) if tokens is None else (tokens.batch, tokens.seq_len)
         hs = C // self.n_head
-        q = self.query(x).view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
-        k = self.key(x).view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
-        v = self.value(x).view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
+
+        def heads(t: torch.Tensor) -> torch.Tensor:  # (B, T, C) or (N, C) → (B, nh, T, hs)
+            if tokens is not None:  # back to the padded layout, zeros at the padding
+                t = t.new_zeros(B * T, C).index_copy(0, tokens.index, t)
+            return t.view(B, T, self.n_head, hs).transpose(1, 2)
+
+        q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))  # (B, nh, T, hs)
         p = self.attention_dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, dropout_p=p)  # (B, nh, T, hs)
+        y = attention(q, k, v, key_mask, dropout_p=p)  # (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
-        return self.drop(self.out(y))  # (B, T, C)
+        if tokens is not None:
+            y = y.view(B * T, C).index_select(0, tokens.index)  # (N, C)
+        return self.drop(self.out(y))  # (B, T, C) or (N, C)
 
 
 class BertMLP(nn.Module):
@@ -221,7 +254,7 @@ class BertMLP(nn.Module):
         self.up = nn.Linear(config.hidden, config.intermediate)
         self.act = make_bert_activation(config.activation)
         self.down = nn.Linear(config.intermediate, config.hidden)
-        self.drop = nn.Dropout(config.dropout)
+        self.drop = Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: (B, T, C)
@@ -239,9 +272,10 @@ class BertLayer(nn.Module):
         self.mlp = set_kind(BertMLP(config), "mlp")
         self.mlp_norm = set_kind(nn.LayerNorm(config.hidden, eps=config.layer_norm_eps), "norm")
 
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
-        x = self.attention_norm(x + self.attention(x, key_mask))  # (B, T, C)
-        return self.mlp_norm(x + self.mlp(x))  # (B, T, C)
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None, tokens: Tokens | None = None) -> torch.Tensor:
+        # x: (B, T, C), or (N, C) with ``tokens`` (see BertSelfAttention)
+        x = self.attention_norm(x + self.attention(x, key_mask, tokens))
+        return self.mlp_norm(x + self.mlp(x))
 
 
 class BertPooler(nn.Module):
@@ -260,7 +294,7 @@ class ClassifierHead(nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
         p = config.dropout if config.classifier_dropout is None else config.classifier_dropout
-        self.drop = nn.Dropout(p)
+        self.drop = Dropout(p)
         self.classifier = nn.Linear(config.hidden, config.num_labels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -356,9 +390,7 @@ class Bert(nn.Module):
         self._check_inputs(input_ids, attention_mask, token_type_ids)
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)  # (B, T)
-        key_mask = None
-        if attention_mask is not None:
-            key_mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
+        key_mask = _key_mask(attention_mask)  # (B, 1, 1, T) or None
         x = self.embeddings(input_ids, token_type_ids)  # (B, T, C)
         for layer in self.layers:
             x = layer(x, key_mask)  # (B, T, C)
@@ -371,8 +403,12 @@ class Bert(nn.Module):
         token_type_ids: torch.Tensor | None = None,
     ):
         """See the module docstring for what each head returns; arguments as :meth:`encode`."""
-        hidden = self.encode(input_ids, attention_mask, token_type_ids)  # (B, T, C)
         head = self.config.head
+        if head == "sequence_classification" and attention_mask is not None:
+            # through the stages, which skip the padding
+            state = self.initial_state(input_ids, attention_mask, token_type_ids)
+            return self.run_stages(state, 0, self.config.n_layer + 3)[0]  # (B, num_labels)
+        hidden = self.encode(input_ids, attention_mask, token_type_ids)  # (B, T, C)
         if head == "none":
             pooled = self.pooler(hidden) if self.pooler is not None else None  # (B, C)
             return hidden, pooled
@@ -383,6 +419,25 @@ class Bert(nn.Module):
                 summary = mean_pool(hidden, attention_mask)  # (B, C)
             return self.head(summary)  # (B, num_labels)
         return self.head(hidden)  # (B, T, num_labels) or (B, T, V)
+
+    # A padded batch skips its padding: every Linear, norm, activation and dropout runs
+    # on the N real tokens only (attention goes back to the padded layout, keys masked),
+    # as in "unpadded" BERT training. The pooled summary, and so the logits and every
+    # gradient, are those of the padded computation (tested); only the hidden states at
+    # padding positions, which no pooling reads, are never computed. Sequence
+    # classification only, since ``encode`` returns every position.
+    def _tokens(self, attention_mask: torch.Tensor) -> Tokens | None:
+        """Where the real tokens are, or None to run padded (no padding, meta tensors, or
+        CLS pooling of a batch whose position 0 is padding: the pooler reads it anyway)."""
+        if attention_mask.device.type == "meta":
+            return None
+        keep = attention_mask.bool()  # (B, T)
+        if bool(keep.all()):
+            return None
+        if self.config.classifier_pooling == "cls" and not bool(keep[:, 0].all()):
+            return None
+        B, T = keep.shape
+        return Tokens(keep.flatten().nonzero().squeeze(1), B, T)
 
     # Stages, for caching the output of a frozen prefix (layerwise.finetune.cache): the
     # sequence classifier as a chain of stages, each mapping a tuple of tensors to the next.
@@ -410,20 +465,46 @@ class Bert(nn.Module):
         return (input_ids, attention_mask, token_type_ids)
 
     def run_stages(self, state: tuple, start: int, stop: int) -> tuple:
+        """Stages ``start:stop``. States between stages: (ids, mask, types) → (hidden (B, T, C),
+        mask) after each of embeddings and layers → (pooled (B, C),) → (logits,). Inside one
+        call a padded batch runs unpadded (see :meth:`_tokens`) and comes back padded."""
         n = self.config.n_layer
+        tokens: Tokens | None = None  # set while the hidden state holds the real tokens only, (N, C)
         for i in range(start, stop):
             if i == 0:
                 ids, mask, types = state
-                state = (self.embeddings(ids, types), mask)  # (B, T, C), (B, T)
+                tokens = self._tokens(mask)
+                if tokens is None:
+                    x = self.embeddings(ids, types)  # (B, T, C)
+                else:
+                    pick = tokens.index
+                    x = self.embeddings(ids.flatten()[pick], types.flatten()[pick], pick % tokens.seq_len)  # (N, C)
+                state = (x, mask)
             elif i <= n:
                 x, mask = state
-                state = (self.layers[i - 1](x, mask.bool()[:, None, None, :]), mask)
+                if tokens is None and (tokens := self._tokens(mask)) is not None:
+                    x = x.flatten(0, 1).index_select(0, tokens.index)  # (N, C)
+                key_mask = None if tokens is None and bool(mask.all()) else mask.bool()[:, None, None, :]
+                state = (self.layers[i - 1](x, key_mask, tokens), mask)
             elif i == n + 1:
                 x, mask = state
-                pooled = self.pooler(x) if self.config.classifier_pooling == "cls" else mean_pool(x, mask)
-                state = (pooled,)  # (B, C)
+                if tokens is None:
+                    pooled = self.pooler(x) if self.config.classifier_pooling == "cls" else mean_pool(x, mask)
+                elif self.config.classifier_pooling == "cls":
+                    counts = mask.bool().sum(dim=1)  # (B,)
+                    first = counts.cumsum(0) - counts  # (B,) row of each sequence's position 0
+                    pooled = self.pooler(x.index_select(0, first).unsqueeze(1))
+                else:
+                    counts = mask.bool().sum(dim=1, keepdim=True).to(x.dtype)  # (B, 1)
+                    total = x.new_zeros(tokens.batch, x.shape[-1]).index_add(0, tokens.index // tokens.seq_len, x)
+                    pooled = total / counts.clamp(min=1e-9)
+                state, tokens = (pooled,), None  # (B, C)
             else:
                 state = (self.head(state[0]),)  # (B, num_labels)
+        if tokens is not None:  # stopped inside the encoder: back to (B, T, C), zeros at padding
+            x, mask = state
+            B, T = tokens.batch, tokens.seq_len
+            state = (x.new_zeros(B * T, x.shape[-1]).index_copy(0, tokens.index, x).view(B, T, -1), mask)
         return state
 
     def example_inputs(self, batch_size: int = 1, seq_len: int | None = None) -> tuple[torch.Tensor]:

@@ -37,6 +37,7 @@ from torch import nn
 from layerwise.errors import ConfigError
 from layerwise.models.base import ModelConfig
 from layerwise.models.mlp import ACTIVATIONS, make_activation
+from layerwise.models.ops import Dropout
 from layerwise.models.registry import register_family, register_preset
 from layerwise.roles import mark_block, set_kind
 
@@ -503,14 +504,14 @@ class PlainCNN(_ImageClassifier):
             elif kind == "dense":
                 mods += [set_kind(nn.Linear(shape[0], d["out"]), "mlp"), make_activation(cfg.activation)]
             elif kind == "dropout":
-                mods.append(nn.Dropout(d["p"]))
+                mods.append(Dropout(d["p"]))
         if len(out_shape) == 3:
             mods.append(nn.Flatten())
             features = out_shape[0] * out_shape[1] * out_shape[2]
         else:
             features = out_shape[0]
         if cfg.dropout > 0:
-            mods.append(nn.Dropout(cfg.dropout))
+            mods.append(Dropout(cfg.dropout))
         self.body = nn.Sequential(*mods)
         self.head = set_kind(nn.Linear(features, cfg.num_classes), "head")
         _init_weights(self)
@@ -550,7 +551,7 @@ class VGG(_ImageClassifier):
         for d_in in (c_in * p * p, w):
             hidden += [set_kind(nn.Linear(d_in, w), "mlp"), make_activation(cfg.activation)]
             if cfg.dropout > 0:
-                hidden.append(nn.Dropout(cfg.dropout))
+                hidden.append(Dropout(cfg.dropout))
         self.classifier = nn.Sequential(*hidden)
         self.head = set_kind(nn.Linear(w, cfg.num_classes), "head")
         _init_weights(self)
@@ -657,7 +658,7 @@ class ResNet(_ImageClassifier):
             self.add_module(f"layer{i + 1}", nn.Sequential(*stage))
         self.n_stages = len(blocks)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.dropout = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
+        self.dropout = Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
         self.fc = set_kind(nn.Linear(c_in, cfg.num_classes), "head")
         _init_weights(self)
 
@@ -693,7 +694,7 @@ class MobileNetV1(_ImageClassifier):
             c = c_out
         self.blocks = nn.Sequential(*blocks)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.dropout = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
+        self.dropout = Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
         self.fc = set_kind(nn.Linear(c, cfg.num_classes), "head")
         _init_weights(self)
 

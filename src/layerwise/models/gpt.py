@@ -30,8 +30,9 @@ named tuple ``(logits, loss)``: ``logits, loss = model(x, y)`` while training,
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar, NamedTuple, Sequence
+from typing import ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +40,7 @@ from torch import nn
 
 from layerwise.errors import ConfigError, InputShapeError
 from layerwise.models.base import ModelConfig
+from layerwise.models.ops import Dropout, attention
 from layerwise.models.registry import register_family, register_preset
 from layerwise.roles import mark_block, set_kind
 
@@ -235,7 +237,7 @@ class CausalSelfAttention(nn.Module):
             self.v_proj = nn.Linear(config.n_embd, self.kv_dim, bias=config.attn_bias)
         self.c_proj = nn.Linear(self.q_dim, config.n_embd, bias=config.attn_bias)
         self.attn_dropout = config.dropout
-        self.resid_dropout = nn.Dropout(config.dropout)
+        self.resid_dropout = Dropout(config.dropout)
         set_kind(self, "attention")
 
     def forward(
@@ -265,11 +267,11 @@ class CausalSelfAttention(nn.Module):
         mask = None
         if past and T > 1:  # new queries see every cached position and the new ones up to themselves
             mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)  # (T, past+T)
-        y = F.scaled_dot_product_attention(
+        y = attention(
             q,
             k,
             v,
-            attn_mask=mask,
+            mask,
             dropout_p=self.attn_dropout if self.training else 0.0,
             is_causal=past == 0 and T > 1,
         )  # (B, nh, T, hs)
@@ -285,7 +287,7 @@ class MLP(nn.Module):
         self.c_fc = nn.Linear(config.n_embd, config.ffn_size, bias=config.mlp_bias)
         self.act = nn.GELU(approximate="tanh" if config.mlp == "gelu_tanh" else "none")
         self.c_proj = nn.Linear(config.ffn_size, config.n_embd, bias=config.mlp_bias)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         set_kind(self, "mlp")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -301,7 +303,7 @@ class SwiGLU(nn.Module):
         self.up_proj = nn.Linear(config.n_embd, config.ffn_size, bias=config.mlp_bias)
         self.act = nn.SiLU()
         self.down_proj = nn.Linear(config.ffn_size, config.n_embd, bias=config.mlp_bias)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         set_kind(self, "mlp")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -340,7 +342,7 @@ class GPT(nn.Module):
         modules = {"wte": set_kind(nn.Embedding(config.vocab_size, config.n_embd), "embedding")}
         if config.pos_embedding == "learned":
             modules["wpe"] = set_kind(nn.Embedding(config.block_size, config.n_embd), "embedding")
-        modules["drop"] = nn.Dropout(config.dropout)
+        modules["drop"] = Dropout(config.dropout)
         modules["h"] = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         modules["ln_f"] = make_norm(config)
         self.transformer = nn.ModuleDict(modules)
@@ -355,7 +357,7 @@ class GPT(nn.Module):
         if self.config.tie_embeddings and self.config.head == "lm":  # one Parameter object, so it is stored and counted once
             self.lm_head.weight = self.transformer.wte.weight
 
-    def to_empty(self, *, device, recurse: bool = True) -> "GPT":
+    def to_empty(self, *, device, recurse: bool = True) -> GPT:
         # Moving off the meta device creates new Parameters, one per owner; tie them again.
         super().to_empty(device=device, recurse=recurse)
         self._tie_weights()

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from layerwise.models.base import ModelConfig
+from layerwise.models.ops import Dropout
 from layerwise.models.registry import register_family, register_preset
 from layerwise.roles import mark_block, set_kind
 
@@ -98,7 +99,7 @@ class MLP(nn.Module):
                 parts["norm"] = set_kind(nn.BatchNorm1d(d_out), "norm")
             parts["act"] = make_activation(config.activation)
             if config.dropout > 0:
-                parts["dropout"] = nn.Dropout(config.dropout)
+                parts["dropout"] = Dropout(config.dropout)
             self.hidden.append(mark_block(nn.Sequential(parts)))
         self.head = set_kind(nn.Linear(sizes[-2], sizes[-1], bias=config.bias), "head")
         self.out_act = make_activation(config.output_activation) if config.output_activation else nn.Identity()

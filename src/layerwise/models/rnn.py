@@ -26,6 +26,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from layerwise.errors import InputShapeError
 from layerwise.models.base import ModelConfig
+from layerwise.models.ops import Dropout
 from layerwise.models.registry import register_family, register_preset
 from layerwise.roles import mark_weight_layer, set_kind
 
@@ -96,7 +97,7 @@ class RNNClassifier(nn.Module):
         )
         set_kind(self.rnn, "recurrent")
         mark_weight_layer(self.rnn, count=c.num_layers)
-        self.dropout = nn.Dropout(c.dropout) if c.dropout > 0 else nn.Identity()
+        self.dropout = Dropout(c.dropout) if c.dropout > 0 else nn.Identity()
         self.head = set_kind(nn.Linear(directions * c.hidden_size, c.num_classes), "head")
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:

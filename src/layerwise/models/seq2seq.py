@@ -35,6 +35,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from layerwise.errors import InputShapeError
 from layerwise.models.base import ModelConfig
+from layerwise.models.ops import Dropout
 from layerwise.models.registry import register_family, register_preset
 from layerwise.roles import mark_block, set_kind
 
@@ -171,7 +172,7 @@ class Encoder(nn.Module):
         self.bidirectional = config.bidirectional_encoder
         directions = 2 if self.bidirectional else 1
         self.embed = set_kind(nn.Embedding(config.src_vocab, config.embed_dim, padding_idx=config.pad_id), "embedding")
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.rnn = set_kind(
             CELLS[config.cell](
                 config.embed_dim,
@@ -214,7 +215,7 @@ class Decoder(nn.Module):
     def __init__(self, config: Seq2SeqConfig):
         super().__init__()
         self.embed = set_kind(nn.Embedding(config.tgt_vocab, config.embed_dim, padding_idx=config.pad_id), "embedding")
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.rnn = set_kind(
             CELLS[config.cell](
                 config.embed_dim,
