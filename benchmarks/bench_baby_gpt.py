@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import statistics
 import time
 
 import torch
@@ -165,10 +166,15 @@ def main() -> None:
         print(f"{seed:4d}  {name:34s} {vl:9.4f} {sec:8.1f}")
     names = list(dict.fromkeys(r[1] for r in rows))
     if len(args.seeds) > 1:
-        print("\nmean over seeds:")
+        print("\nmean over seeds (± standard error of the mean):")
         for n in names:
             v = [r[2] for r in rows if r[1] == n]
-            print(f"      {n:34s} {sum(v) / len(v):9.4f}  ({len(v)} runs)")
+            print(f"      {n:34s} {statistics.mean(v):9.4f} ± {statistics.stdev(v) / math.sqrt(len(v)):.4f}  ({len(v)} runs)")
+        ours_v = {r[0]: r[2] for r in rows if r[1] == "layerwise Trainer fp32"}
+        ref_v = {r[0]: r[2] for r in rows if r[1] == "plain loop, its own sampling"}
+        d = [ours_v[k] - ref_v[k] for k in ours_v]  # same seed: same initial weights
+        print(f"      Trainer − plain loop (own sampling), paired by seed: {statistics.mean(d):+.4f} ± "
+              f"{statistics.stdev(d) / math.sqrt(len(d)):.4f}; Trainer lower in {sum(x < 0 for x in d)} of {len(d)} seeds")
     mfu = sorted(r["mfu"] for r in ours_res.history if r.get("mfu"))
     print(f"\nTrainer fp32 MFU (median of log windows, vs the measured matmul peak {ours_res.peak_flops / 1e9:.0f} GFLOP/s): "
           f"{100 * mfu[len(mfu) // 2]:.1f}%")

@@ -8,9 +8,9 @@ DEFAULT_STRATEGIES = "head,top-2,bitfit,lora:8,adapter:64,full"
 
 
 def run(args) -> int:
-    from rich.console import Console
     from rich.markdown import Markdown
 
+    from layerwise.commands import stdout_console
     from layerwise.commands._training import Progress, train_config_from_args
     from layerwise.finetune.run import compare, comparison_markdown
 
@@ -18,7 +18,7 @@ def run(args) -> int:
     out = args.out_dir_compare
     config = train_config_from_args(args, defaults={"epochs": 2, "steps": None, "batch_size": 32})
     auto_lr = not hasattr(args, "lr") and not getattr(args, "train_config", None)
-    console = Console()
+    console = stdout_console()
     progress = Progress(enabled=not args.no_progress)
 
     def done(r):

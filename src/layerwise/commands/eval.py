@@ -13,8 +13,9 @@ def run(args) -> int:
     if args.format == "json":
         sys.stdout.write(json.dumps(metrics, indent=2) + "\n")
         return 0
-    from rich.console import Console
     from rich.table import Table
+
+    from layerwise.commands import stdout_console
 
     t = Table(title=metrics["data"], caption=metrics["checkpoint"])
     t.add_column("metric")
@@ -24,7 +25,7 @@ def run(args) -> int:
             t.add_row(k, f"{v:.4f}")
         elif isinstance(v, int) and not isinstance(v, bool):
             t.add_row(k, f"{v:,}")
-    Console().print(t)
+    stdout_console().print(t)
     if "confusion_matrix" in metrics:
         names = list(metrics.get("per_class", {}))
         cm = Table(title="confusion matrix (rows: true, columns: predicted)")
@@ -33,7 +34,7 @@ def run(args) -> int:
             cm.add_column(n, justify="right")
         for n, row in zip(names, metrics["confusion_matrix"]):
             cm.add_row(n, *(str(v) for v in row))
-        Console().print(cm)
+        stdout_console().print(cm)
     return 0
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 
 def run(args) -> int:
-    from rich.console import Console
     from rich.table import Table
 
+    from layerwise.commands import stdout_console
     from layerwise.models import list_presets
 
     t = Table(title="Model presets")
@@ -14,7 +14,7 @@ def run(args) -> int:
         t.add_column(c, justify="right" if c == "reference params" else "left")
     for p in list_presets(args.family):
         t.add_row(p.name, p.family, f"{p.reference_params:,}" if p.reference_params else "", p.description)
-    Console().print(t)
+    stdout_console().print(t)
     return 0
 
 
