@@ -457,3 +457,11 @@ def test_padded_batch_skips_padding_with_the_same_logits_and_gradients(pooling):
         hf_grads = bert_state_dict_to_hf(grads, ours.config)
         for name, p in hf_model.named_parameters():
             torch.testing.assert_close(hf_grads[name], p.grad, atol=1e-5 * scale, rtol=1e-4, msg=name)
+
+
+def test_classifier_with_a_mask_runs_on_meta():
+    # the padding check must not read values: the analysis builds models on meta
+    m = build("minilm-l6", device="meta", head="sequence_classification", num_labels=2)
+    ids = torch.zeros(2, 8, dtype=torch.long, device="meta")
+    for mask in (torch.ones_like(ids), torch.zeros_like(ids)):
+        assert m(ids, attention_mask=mask).shape == (2, 2)

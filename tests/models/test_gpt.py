@@ -295,3 +295,38 @@ def test_generate_restores_mode_and_checks_arguments():
             generate(model, idx, **{"max_new_tokens": 2, **kwargs})
     assert generate(model, idx, 0).shape == (1, 3)
     assert generate(model, idx, 3, greedy=True, temperature=0.0).shape == (1, 6)  # greedy ignores temperature
+
+
+@pytest.mark.parametrize("style", ["gpt2", "llama"])
+def test_classifier_drops_trailing_padding_with_the_same_logits_and_gradients(style):
+    # Columns after every row's last real token are dropped before the blocks; with causal
+    # attention and last-token pooling the logits and gradients must equal the full width's.
+    from layerwise.models.gpt import _trim_padding
+
+    over = {} if style == "gpt2" else {"pos_embedding": "rope", "norm": "rmsnorm", "mlp": "swiglu"}
+    torch.manual_seed(0)
+    m = build("gpt-nano", head="classification", num_labels=3, **over)
+    B, T = 4, 24
+    ids = torch.randint(0, m.config.vocab_size, (B, T))
+    lens = torch.tensor([5, 11, 3, 9])
+    mask = (torch.arange(T)[None] < lens[:, None]).long()
+    t, k = _trim_padding(ids, mask)
+    assert t.shape == (B, 11) and k.shape == (B, 11)
+    y = torch.tensor([0, 2, 1, 2])
+    out = m(ids, y, attention_mask=mask)
+    out.loss.backward()
+    grads = {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}
+    m.zero_grad()
+    full = m.run_stages((m._embed(ids), mask), 1, len(m.stage_names()))  # stage 0 done by hand: no trim
+    # the untrimmed reference: run every block at full width
+    x = m._embed(ids)
+    for i, block in enumerate(m.transformer.h):
+        x = block(x, m._rope(0, T, x), None, i)
+    last = lens - 1
+    ref = m.score(m.transformer.ln_f(x[torch.arange(B), last]))
+    torch.testing.assert_close(out.logits, ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(full[0], ref, atol=1e-5, rtol=1e-5)
+    torch.nn.functional.cross_entropy(ref, y).backward()
+    for n, p in m.named_parameters():
+        if n in grads:
+            torch.testing.assert_close(grads[n], p.grad, atol=1e-6, rtol=1e-4, msg=n)

@@ -484,7 +484,7 @@ class Bert(nn.Module):
                 x, mask = state
                 if tokens is None and (tokens := self._tokens(mask)) is not None:
                     x = x.flatten(0, 1).index_select(0, tokens.index)  # (N, C)
-                key_mask = None if tokens is None and bool(mask.all()) else mask.bool()[:, None, None, :]
+                key_mask = _key_mask(mask) if tokens is None else mask.bool()[:, None, None, :]
                 state = (self.layers[i - 1](x, key_mask, tokens), mask)
             elif i == n + 1:
                 x, mask = state

@@ -479,8 +479,14 @@ class GPT(nn.Module):
         return (idx, attention_mask)
 
     def run_stages(self, state: tuple, start: int, stop: int) -> tuple:
+        """Stages ``start:stop``: (idx, mask) → (hidden (B, T', C), mask (B, T')) after the
+        embedding and each block → (pooled (B, C),) → (logits,). Columns after the last
+        real token of every row are dropped first (T' ≤ T): attention is causal, so no
+        kept position reads them, and the outputs are those of the full width."""
         n = self.config.n_layer
         for i in range(start, stop):
+            if i <= n and i == start:
+                state = _trim_padding(*state)
             if i == 0:
                 idx, mask = state
                 state = (self._embed(idx), mask)  # (B, T, C), (B, T)
@@ -496,6 +502,17 @@ class GPT(nn.Module):
             else:
                 state = (self.score(state[0]),)  # (B, num_labels)
         return state
+
+
+def _trim_padding(t: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Drop the trailing columns in which every row is padding: ids (B, T) or hidden (B, T, C), mask (B, T)."""
+    if mask.device.type == "meta" or mask.shape[1] <= 1:
+        return t, mask
+    real = mask.bool().any(dim=0).nonzero()  # columns with a real token in some row
+    width = int(real.max()) + 1 if real.numel() else 1
+    if width == mask.shape[1]:
+        return t, mask
+    return t[:, :width], mask[:, :width]
 
 
 def build_gpt(config: GPTConfig) -> GPT:
