@@ -238,3 +238,24 @@ def test_llama2_7b_lora_against_litgpt_resource_table():
     assert peak(1) == pytest.approx(21.30e9, rel=0.05)
     assert peak(2) == pytest.approx(29.07e9, rel=0.05)
     assert peak(4) > 40 * 2**30  # more than the whole card
+
+
+@pytest.mark.parametrize("head", ["sequence_classification", "none"])
+def test_bert_with_a_padded_mask_plans_under_fake_tensors(head):
+    # the planner traces under FakeTensorMode: the models' padding checks must not read values,
+    # so a padded mask plans like a full one (same shapes)
+    m = build("bert-tiny", device="meta", head=head, num_labels=2)
+    ids = torch.zeros(2, 16, dtype=torch.long)
+    full = torch.ones_like(ids)
+    padded = full.clone()
+    padded[0, 10:] = 0
+    assert plan(m, inputs=(ids, padded)).peak_bytes == plan(m, inputs=(ids, full)).peak_bytes > 0
+    assert trace_step(m, (ids, padded)) is not None
+
+
+def test_gpt_classifier_with_a_padded_mask_plans_under_fake_tensors():
+    m = build("gpt-nano", device="meta", head="classification", num_labels=2)
+    ids = torch.zeros(2, 16, dtype=torch.long)
+    mask = torch.ones_like(ids)
+    mask[:, 10:] = 0
+    assert plan(m, inputs=(ids, None, None, mask)).peak_bytes == plan(m, inputs=(ids, None, None, torch.ones_like(ids))).peak_bytes

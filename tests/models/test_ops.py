@@ -108,3 +108,28 @@ def test_attention_dropout_is_unbiased():
     ref = F.scaled_dot_product_attention(q, k, v)
     mean = torch.stack([attention(q, k, v, dropout_p=0.3) for _ in range(4000)]).mean(0)
     torch.testing.assert_close(mean, ref, atol=0.05, rtol=0.0)
+
+
+def test_p_next_to_one_and_out_of_range():
+    # round(p * 65536) reaches 65536 for p within 2**-17 of 1: torch's dropout takes over
+    x = torch.ones(1000)
+    out = Dropout(1 - 1e-7)(x)
+    assert torch.isfinite(out).all() and (out == 0).float().mean() > 0.99
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        dropout(x, -0.1)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        dropout(x, 1.5)
+
+
+def test_bf16_attention_with_dropout_computes_in_fp32_like_torch():
+    # torch's math path upcasts half/bf16 scores and softmax to fp32; ours must be as accurate
+    torch.manual_seed(6)
+    q, k, v = (2 * torch.randn(2, 4, 128, 64, dtype=torch.float64) for _ in range(3))
+    exact = F.scaled_dot_product_attention(q, k, v)
+    q16, k16, v16 = (t.bfloat16() for t in (q, k, v))
+    ours = attention(q16, k16, v16, dropout_p=1e-7)  # dropout path, nothing dropped
+    theirs = F.scaled_dot_product_attention(q16, k16, v16)
+    assert ours.dtype == torch.bfloat16
+    err_ours = (ours.double() - exact).abs().max().item()
+    err_theirs = (theirs.double() - exact).abs().max().item()
+    assert err_ours <= 1.25 * err_theirs, (err_ours, err_theirs)

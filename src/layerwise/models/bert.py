@@ -28,7 +28,7 @@ from torch import nn
 
 from layerwise.errors import InputShapeError
 from layerwise.models.base import ModelConfig
-from layerwise.models.ops import Dropout, attention
+from layerwise.models.ops import Dropout, attention, has_values
 from layerwise.models.registry import register_family, register_preset
 from layerwise.roles import mark_block, set_kind
 
@@ -187,7 +187,7 @@ def _key_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
     if attention_mask is None:
         return None
     keep = attention_mask.bool()
-    if keep.device.type == "cpu" and bool(keep.all()):
+    if keep.device.type == "cpu" and has_values(keep) and bool(keep.all()):
         return None
     return keep[:, None, None, :]
 
@@ -427,9 +427,9 @@ class Bert(nn.Module):
     # padding positions, which no pooling reads, are never computed. Sequence
     # classification only, since ``encode`` returns every position.
     def _tokens(self, attention_mask: torch.Tensor) -> Tokens | None:
-        """Where the real tokens are, or None to run padded (no padding, meta tensors, or
+        """Where the real tokens are, or None to run padded (no padding, meta or fake tensors, or
         CLS pooling of a batch whose position 0 is padding: the pooler reads it anyway)."""
-        if attention_mask.device.type == "meta":
+        if not has_values(attention_mask):
             return None
         keep = attention_mask.bool()  # (B, T)
         if bool(keep.all()):

@@ -28,6 +28,16 @@ from torch import nn
 _LANES = 65536  # 16-bit uniforms
 
 
+def has_values(t: torch.Tensor) -> bool:
+    """Whether ``t`` holds data a branch may read: not on the meta device and not a fake
+    tensor (the memory planner traces models under ``FakeTensorMode``)."""
+    if t.device.type == "meta":
+        return False
+    from torch._subclasses.fake_tensor import is_fake
+
+    return not is_fake(t)
+
+
 def _threshold(p: float) -> int:
     return min(max(round(p * _LANES), 0), _LANES)
 
@@ -62,11 +72,14 @@ class _CPUDropout(torch.autograd.Function):
 
 def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     """Zero each element with probability ``p`` and scale the rest by ``1/(1-p)``; see the module doc."""
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
     if not training or p == 0.0:
         return x
-    if x.device.type != "cpu" or not x.is_floating_point() or p >= 1.0:
+    t = _threshold(p)
+    if x.device.type != "cpu" or not x.is_floating_point() or t >= _LANES:  # p within 2**-17 of 1
         return F.dropout(x, p, training=True)
-    return _CPUDropout.apply(x, _threshold(p))
+    return _CPUDropout.apply(x, t)
 
 
 class Dropout(nn.Dropout):
@@ -93,6 +106,9 @@ def attention(
     """
     if dropout_p == 0.0 or q.device.type != "cpu":
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal)
+    dtype = q.dtype
+    if dtype in (torch.float16, torch.bfloat16):  # as torch's math path: scores and softmax in fp32
+        q, k, v = q.float(), k.float(), v.float()
     T, S = q.shape[-2], k.shape[-2]
     scores = torch.matmul(q, k.transpose(-2, -1)).mul_(1.0 / math.sqrt(q.shape[-1]))  # (B, h, T, S)
     if is_causal:
@@ -103,4 +119,4 @@ def attention(
     probs = torch.softmax(scores, dim=-1)  # (B, h, T, S)
     if mask is not None:  # a query with every key masked attends to nothing (SDPA gives NaN there)
         probs = probs.nan_to_num(0.0)
-    return torch.matmul(dropout(probs, dropout_p), v)  # (B, h, T, d)
+    return torch.matmul(dropout(probs, dropout_p), v).to(dtype)  # (B, h, T, d)
