@@ -330,3 +330,48 @@ def test_classifier_drops_trailing_padding_with_the_same_logits_and_gradients(st
     for n, p in m.named_parameters():
         if n in grads:
             torch.testing.assert_close(grads[n], p.grad, atol=1e-6, rtol=1e-4, msg=n)
+
+
+def _padded_reference(m, ids, mask):
+    """Every block at full width, the last real token pooled (the computation before unpadding)."""
+    x = m._embed(ids)
+    for i, block in enumerate(m.transformer.h):
+        x = block(x, m._rope(0, ids.shape[1], x), None, i)
+    last = (mask.sum(dim=1) - 1).clamp(min=0)
+    return m.score(m.transformer.ln_f(x[torch.arange(ids.shape[0]), last]))
+
+
+@pytest.mark.parametrize("over", [{}, {"pos_embedding": "rope", "norm": "rmsnorm", "mlp": "swiglu", "n_head": 4, "n_kv_head": 2,
+                                       "attn_qkv": "separate", "attn_bias": False}])
+def test_classifier_unpadded_stages_split_anywhere(over):
+    # A right-padded batch runs on its real tokens; any split of the stages (what the
+    # frozen-prefix cache does) gives the logits of one call and of the padded computation.
+    from layerwise.models.gpt import _right_padded_tokens
+
+    torch.manual_seed(1)
+    m = build("gpt-nano", head="classification", num_labels=3, **over).eval()
+    ids = torch.randint(0, m.config.vocab_size, (3, 16))
+    mask = (torch.arange(16)[None] < torch.tensor([[16], [7], [1]])).long()
+    assert _right_padded_tokens(mask) is not None
+    ref = _padded_reference(m, ids, mask)
+    n = len(m.stage_names())
+    with torch.no_grad():
+        whole = m(ids, attention_mask=mask).logits
+        torch.testing.assert_close(whole, ref, atol=1e-5, rtol=1e-5)
+        for k in range(1, n):
+            mid = m.run_stages(m.initial_state(ids, mask), 0, k)
+            torch.testing.assert_close(m.run_stages(mid, k, n)[0], ref, atol=1e-5, rtol=1e-5, msg=f"split at {k}")
+
+
+def test_classifier_left_padding_and_empty_rows_run_padded():
+    from layerwise.models.gpt import _right_padded_tokens
+
+    torch.manual_seed(2)
+    m = build("gpt-nano", head="classification", num_labels=2).eval()
+    ids = torch.randint(0, m.config.vocab_size, (2, 8))
+    left = torch.tensor([[0, 0, 1, 1, 1, 1, 1, 1], [1] * 8])
+    empty = torch.tensor([[1, 1, 1, 0, 0, 0, 0, 0], [0] * 8])
+    for mask in (left, empty):
+        assert _right_padded_tokens(mask) is None
+    with torch.no_grad():  # left padding: the padded computation, pads attended as before
+        torch.testing.assert_close(m(ids, attention_mask=left).logits, _padded_reference(m, ids, left))

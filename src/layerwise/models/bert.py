@@ -21,14 +21,14 @@ encoder LayerNorm "norm", the task head "head"; each encoder layer is a block.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, NamedTuple
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from layerwise.errors import InputShapeError
 from layerwise.models.base import ModelConfig
-from layerwise.models.ops import Dropout, attention, has_values
+from layerwise.models.ops import Dropout, Tokens, attention, has_values
 from layerwise.models.registry import register_family, register_preset
 from layerwise.roles import mark_block, set_kind
 
@@ -170,14 +170,6 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor | None = None) 
     return total / m.sum(dim=1).clamp(min=1e-9)  # (B, C)
 
 
-class Tokens(NamedTuple):
-    """Where the real (unpadded) tokens of a (batch, seq_len) input sit: ``index`` (N,) into the flattened batch."""
-
-    index: torch.Tensor
-    batch: int
-    seq_len: int
-
-
 def _key_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
     """(B, T) 1/0 attention mask → (B, 1, 1, T) bool key mask, or None when nothing is padded.
 
@@ -234,7 +226,7 @@ class BertSelfAttention(nn.Module):
 
         def heads(t: torch.Tensor) -> torch.Tensor:  # (B, T, C) or (N, C) → (B, nh, T, hs)
             if tokens is not None:  # back to the padded layout, zeros at the padding
-                t = t.new_zeros(B * T, C).index_copy(0, tokens.index, t)
+                t = tokens.pad(t)
             return t.view(B, T, self.n_head, hs).transpose(1, 2)
 
         q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))  # (B, nh, T, hs)
@@ -242,7 +234,7 @@ class BertSelfAttention(nn.Module):
         y = attention(q, k, v, key_mask, dropout_p=p)  # (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
         if tokens is not None:
-            y = y.view(B * T, C).index_select(0, tokens.index)  # (N, C)
+            y = tokens.unpad(y)  # (N, C)
         return self.drop(self.out(y))  # (B, T, C) or (N, C)
 
 
@@ -483,7 +475,7 @@ class Bert(nn.Module):
             elif i <= n:
                 x, mask = state
                 if tokens is None and (tokens := self._tokens(mask)) is not None:
-                    x = x.flatten(0, 1).index_select(0, tokens.index)  # (N, C)
+                    x = tokens.unpad(x)  # (N, C)
                 key_mask = _key_mask(mask) if tokens is None else mask.bool()[:, None, None, :]
                 state = (self.layers[i - 1](x, key_mask, tokens), mask)
             elif i == n + 1:
@@ -503,8 +495,7 @@ class Bert(nn.Module):
                 state = (self.head(state[0]),)  # (B, num_labels)
         if tokens is not None:  # stopped inside the encoder: back to (B, T, C), zeros at padding
             x, mask = state
-            B, T = tokens.batch, tokens.seq_len
-            state = (x.new_zeros(B * T, x.shape[-1]).index_copy(0, tokens.index, x).view(B, T, -1), mask)
+            state = (tokens.pad(x), mask)
         return state
 
     def example_inputs(self, batch_size: int = 1, seq_len: int | None = None) -> tuple[torch.Tensor]:

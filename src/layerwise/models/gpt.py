@@ -40,7 +40,7 @@ from torch import nn
 
 from layerwise.errors import ConfigError, InputShapeError
 from layerwise.models.base import ModelConfig
-from layerwise.models.ops import Dropout, attention, has_values
+from layerwise.models.ops import Dropout, Tokens, attention, has_values
 from layerwise.models.registry import register_family, register_preset
 from layerwise.roles import mark_block, set_kind
 
@@ -246,12 +246,19 @@ class CausalSelfAttention(nn.Module):
         rope: tuple[torch.Tensor, torch.Tensor] | None,
         cache: KVCache | None,
         layer: int,
+        tokens: Tokens | None = None,
     ) -> torch.Tensor:
-        B, T, _ = x.shape  # (B, T, C)
+        # x: (B, T, C), or (N, C) real tokens only when ``tokens`` says where they sit
+        B, T = (x.shape[0], x.shape[1]) if tokens is None else (tokens.batch, tokens.seq_len)
         if hasattr(self, "c_attn"):
-            q, k, v = self.c_attn(x).split([self.q_dim, self.kv_dim, self.kv_dim], dim=-1)
+            qkv = self.c_attn(x)  # (B, T, q+2kv) or (N, q+2kv)
+            if tokens is not None:  # back to the padded layout for attention, zeros at the padding
+                qkv = tokens.pad(qkv)
+            q, k, v = qkv.split([self.q_dim, self.kv_dim, self.kv_dim], dim=-1)
         else:
             q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+            if tokens is not None:
+                q, k, v = tokens.pad(q), tokens.pad(k), tokens.pad(v)
         q = q.view(B, T, self.n_head, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_kv_head, self.head_size).transpose(1, 2)  # (B, nkv, T, hs)
         v = v.view(B, T, self.n_kv_head, self.head_size).transpose(1, 2)  # (B, nkv, T, hs)
@@ -276,7 +283,9 @@ class CausalSelfAttention(nn.Module):
             is_causal=past == 0 and T > 1,
         )  # (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, self.q_dim)  # (B, T, nh*hs)
-        return self.resid_dropout(self.c_proj(y))  # (B, T, C)
+        if tokens is not None:
+            y = tokens.unpad(y)  # (N, nh*hs)
+        return self.resid_dropout(self.c_proj(y))  # (B, T, C) or (N, C)
 
 
 class MLP(nn.Module):
@@ -328,9 +337,11 @@ class Block(nn.Module):
         rope: tuple[torch.Tensor, torch.Tensor] | None,
         cache: KVCache | None,
         layer: int,
+        tokens: Tokens | None = None,
     ) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), rope, cache, layer)  # (B, T, C)
-        return x + self.mlp(self.ln_2(x))  # (B, T, C)
+        # x: (B, T, C), or (N, C) with ``tokens`` (see CausalSelfAttention)
+        x = x + self.attn(self.ln_1(x), rope, cache, layer, tokens)
+        return x + self.mlp(self.ln_2(x))
 
 
 class GPT(nn.Module):
@@ -482,25 +493,47 @@ class GPT(nn.Module):
         """Stages ``start:stop``: (idx, mask) → (hidden (B, T', C), mask (B, T')) after the
         embedding and each block → (pooled (B, C),) → (logits,). Columns after the last
         real token of every row are dropped first (T' ≤ T): attention is causal, so no
-        kept position reads them, and the outputs are those of the full width."""
+        kept position reads them, and the outputs are those of the full width. Inside one
+        call a right-padded batch then runs unpadded: every Linear, norm and activation on
+        its real tokens only, attention in the padded layout (causal, so a real token never
+        reads the padding after it); it comes back padded if the call stops in the blocks."""
         n = self.config.n_layer
+        tokens: Tokens | None = None  # set while the hidden state holds the real tokens only, (N, C)
         for i in range(start, stop):
             if i <= n and i == start:
                 state = _trim_padding(*state)
             if i == 0:
                 idx, mask = state
-                state = (self._embed(idx), mask)  # (B, T, C), (B, T)
+                tokens = _right_padded_tokens(mask)
+                if tokens is None:
+                    x = self._embed(idx)  # (B, T, C)
+                else:
+                    x = self.transformer.wte(idx.flatten().index_select(0, tokens.index))  # (N, C)
+                    if self.config.pos_embedding == "learned":
+                        x = x + self.transformer.wpe(tokens.index % tokens.seq_len)
+                    x = self.transformer.drop(x)
+                state = (x, mask)
             elif i <= n:
                 x, mask = state
-                state = (self.transformer.h[i - 1](x, self._rope(0, x.shape[1], x), None, i - 1), mask)
+                if tokens is None and (tokens := _right_padded_tokens(mask)) is not None:
+                    x = tokens.unpad(x)  # (N, C)
+                T = mask.shape[1]
+                state = (self.transformer.h[i - 1](x, self._rope(0, T, x), None, i - 1, tokens), mask)
             elif i == n + 1:
                 x, mask = state
                 # causal attention: the last real token has seen the whole text (right padding)
-                last = (mask.long().sum(dim=1) - 1).clamp(min=0)  # (B,)
-                x = self.transformer.ln_f(x[torch.arange(x.shape[0], device=x.device), last])  # (B, C)
-                state = (x,)
+                lengths = mask.long().sum(dim=1)  # (B,)
+                if tokens is None:
+                    last = (lengths - 1).clamp(min=0)  # (B,)
+                    x = x[torch.arange(x.shape[0], device=x.device), last]  # (B, C)
+                else:
+                    x = x.index_select(0, lengths.cumsum(0) - 1)  # (B, C) each row's last real token
+                state, tokens = (self.transformer.ln_f(x),), None
             else:
                 state = (self.score(state[0]),)  # (B, num_labels)
+        if tokens is not None:  # stopped inside the blocks: back to (B, T, C), zeros at padding
+            x, mask = state
+            state = (tokens.pad(x), mask)
         return state
 
 
@@ -513,6 +546,23 @@ def _trim_padding(t: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, to
     if width == mask.shape[1]:
         return t, mask
     return t[:, :width], mask[:, :width]
+
+
+def _right_padded_tokens(mask: torch.Tensor) -> Tokens | None:
+    """The real tokens of a right-padded batch (each row a run of real tokens, then padding,
+    at least one real token), or None: no padding, another padding pattern (left padding
+    puts real tokens after pads they attend to), or no values to read (meta/fake tensors)."""
+    if not has_values(mask):
+        return None
+    keep = mask.bool()  # (B, T)
+    if bool(keep.all()):
+        return None
+    B, T = keep.shape
+    lengths = keep.sum(dim=1)  # (B,)
+    prefix = torch.arange(T, device=keep.device) < lengths[:, None]  # (B, T)
+    if bool((lengths == 0).any()) or not torch.equal(prefix, keep):
+        return None
+    return Tokens(keep.flatten().nonzero().squeeze(1), B, T)
 
 
 def build_gpt(config: GPTConfig) -> GPT:

@@ -20,6 +20,7 @@ the same computation with this dropout on the probabilities.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +37,25 @@ def has_values(t: torch.Tensor) -> bool:
     from torch._subclasses.fake_tensor import is_fake
 
     return not is_fake(t)
+
+
+class Tokens(NamedTuple):
+    """Where the real tokens of a padded (batch, seq_len) input sit: ``index`` (N,) into the
+    flattened batch. Models that skip padding run their Linears on (N, D) rows and go back to
+    the padded layout only for attention."""
+
+    index: torch.Tensor
+    batch: int
+    seq_len: int
+
+    def pad(self, t: torch.Tensor) -> torch.Tensor:
+        """(N, D) → (B, T, D), zeros at the padding."""
+        full = t.new_zeros(self.batch * self.seq_len, t.shape[-1]).index_copy(0, self.index, t)
+        return full.view(self.batch, self.seq_len, -1)
+
+    def unpad(self, t: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) → (N, D), the real tokens' rows."""
+        return t.reshape(self.batch * self.seq_len, -1).index_select(0, self.index)
 
 
 def _threshold(p: float) -> int:
