@@ -12,6 +12,7 @@ from layerwise.models import build
 from layerwise.train import load_model
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
+TEARDOWN_ABORT = "terminate called without an active exception"
 pytestmark = pytest.mark.slow
 
 
@@ -22,6 +23,11 @@ def _run(tmp_path, name, *args, procs=1):
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1", "--nproc_per_node", str(procs), *cmd[1:]]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, timeout=300)
+    if proc.returncode != 0 and TEARDOWN_ABORT in proc.stderr:
+        # gloo's C++ threads occasionally abort a worker as the process group is torn down
+        # (about 1 run in 10+ under a loaded 2-core CI); that is not what this test checks,
+        # so the launch is repeated once. Any other failure, or a second abort, fails.
+        proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(out.read_text())
 
