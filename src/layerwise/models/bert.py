@@ -462,6 +462,7 @@ class Bert(nn.Module):
         call a padded batch runs unpadded (see :meth:`_tokens`) and comes back padded."""
         n = self.config.n_layer
         tokens: Tokens | None = None  # set while the hidden state holds the real tokens only, (N, C)
+        key_mask: torch.Tensor | None = None
         for i in range(start, stop):
             if i == 0:
                 ids, mask, types = state
@@ -474,9 +475,10 @@ class Bert(nn.Module):
                 state = (x, mask)
             elif i <= n:
                 x, mask = state
-                if tokens is None and (tokens := self._tokens(mask)) is not None:
+                if i == start and (tokens := self._tokens(mask)) is not None:  # resuming inside the encoder
                     x = tokens.unpad(x)  # (N, C)
-                key_mask = _key_mask(mask) if tokens is None else mask.bool()[:, None, None, :]
+                if i == start or i == 1:  # the padding is checked once per call
+                    key_mask = _key_mask(mask) if tokens is None else mask.bool()[:, None, None, :]
                 state = (self.layers[i - 1](x, key_mask, tokens), mask)
             elif i == n + 1:
                 x, mask = state

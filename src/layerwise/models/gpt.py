@@ -515,10 +515,11 @@ class GPT(nn.Module):
                 state = (x, mask)
             elif i <= n:
                 x, mask = state
-                if tokens is None and (tokens := _right_padded_tokens(mask)) is not None:
+                if i == start and (tokens := _right_padded_tokens(mask)) is not None:  # resuming inside the blocks
                     x = tokens.unpad(x)  # (N, C)
-                T = mask.shape[1]
-                state = (self.transformer.h[i - 1](x, self._rope(0, T, x), None, i - 1, tokens), mask)
+                if i == start or i == 1:  # once per call: the padding check and the rotary angles
+                    rope = self._rope(0, mask.shape[1], x)
+                state = (self.transformer.h[i - 1](x, rope, None, i - 1, tokens), mask)
             elif i == n + 1:
                 x, mask = state
                 # causal attention: the last real token has seen the whole text (right padding)
