@@ -12,7 +12,7 @@ def run(args) -> int:
 
     from layerwise.commands import stdout_console
     from layerwise.commands._training import Progress, train_config_from_args
-    from layerwise.finetune.run import compare, comparison_markdown
+    from layerwise.jobs.finetune import compare, comparison_markdown
 
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     out = args.out_dir_compare

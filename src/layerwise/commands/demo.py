@@ -7,7 +7,7 @@ from pathlib import Path
 
 def run(args) -> int:
     from layerwise.commands._training import Progress
-    from layerwise.demo import run_demo
+    from layerwise.jobs.demo import run_demo
 
     progress = Progress(enabled=not args.no_progress)
     try:

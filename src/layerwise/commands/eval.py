@@ -7,7 +7,7 @@ import sys
 
 
 def run(args) -> int:
-    from layerwise.train.recipes import evaluate_run
+    from layerwise.jobs.training import evaluate_run
 
     metrics = evaluate_run(args.ckpt, data=args.data, split=args.split, device=args.device, batch_size=args.batch_size)
     if args.format == "json":

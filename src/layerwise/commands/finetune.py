@@ -31,12 +31,12 @@ def strategy_spec(strategy: str, rank: int | None, alpha: float | None) -> str:
 
 
 def run(args) -> int:
-    from layerwise.finetune.run import finetune
+    from layerwise.jobs.finetune import finetune
 
     spec = strategy_spec(args.strategy, args.rank, args.alpha)
     if spec == "lora":
         spec = "lora:8"
-    from layerwise.finetune.run import default_lr
+    from layerwise.jobs.finetune import default_lr
     from layerwise.finetune.strategies import parse_strategy
 
     parse_strategy(spec)

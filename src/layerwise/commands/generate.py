@@ -6,7 +6,7 @@ import sys
 
 
 def run(args) -> int:
-    from layerwise.train.recipes import generate_text
+    from layerwise.jobs.training import generate_text
 
     texts = generate_text(
         args.ckpt,

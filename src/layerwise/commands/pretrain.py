@@ -13,7 +13,7 @@ from layerwise.commands._training import (
 
 
 def run(args) -> int:
-    from layerwise.train.recipes import pretrain
+    from layerwise.jobs.training import pretrain
 
     model_name = args.model.rsplit("/", 1)[-1].rsplit(".", 1)[0]
     config = train_config_from_args(args, defaults={"out_dir": f"runs/pretrain-{model_name}", "eval_every": 250})

@@ -13,7 +13,7 @@ from layerwise.commands._training import (
 
 
 def run(args) -> int:
-    from layerwise.train.recipes import train_classifier
+    from layerwise.jobs.training import train_classifier
 
     model_name = args.model.rsplit("/", 1)[-1].rsplit(".", 1)[0]
     config = train_config_from_args(args, defaults={"out_dir": f"runs/train-{model_name}", "epochs": 5, "steps": None})

@@ -6,9 +6,10 @@
 - :func:`make_optimizer`, :class:`LRSchedule`: optimizers and schedules, usable without the
   loop (GAN, DQN) (``optim.py``);
 - checkpoints (``checkpoint.py``), metrics (``metrics.py``), run logs (``runlog.py``),
-  throughput and MFU (``perf.py``), torchrun/DDP/FSDP (``distributed.py``);
-- :mod:`layerwise.train.recipes`: pretrain a language model or train a classifier from
-  names (model preset, dataset, tokenizer) -- what the CLI calls.
+  throughput and MFU (``perf.py``), torchrun/DDP/FSDP (``distributed.py``).
+
+Whole jobs built on the loop (pretrain from names, train a classifier) live in
+:mod:`layerwise.jobs`.
 """
 
 from layerwise.train.checkpoint import (

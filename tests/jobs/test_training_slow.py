@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from layerwise.train import LanguageModelTask, TrainConfig, train
-from layerwise.train.recipes import train_classifier
+from layerwise.jobs.training import train_classifier
 
 pytestmark = pytest.mark.slow
 
@@ -80,7 +80,7 @@ def test_compile_gives_the_same_losses():
 
 
 def test_pretrain_with_a_bpe_tokenizer_then_generate(tmp_path):
-    from layerwise.train.recipes import generate_text, pretrain
+    from layerwise.jobs.training import generate_text, pretrain
 
     run = tmp_path / "bpe"
     res = pretrain("gpt-nano", "shakespeare-1m", TrainConfig(steps=5, batch_size=4, out_dir=str(run)), tokenizer="bpe:512")

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from layerwise.cli import main
-from layerwise.finetune.run import compare, finetune
+from layerwise.jobs.finetune import compare, finetune
 from layerwise.report.html import report_for_run_dir
 from layerwise.train.config import TrainConfig
 

@@ -101,7 +101,7 @@ def _comparison_md(analyses: list[Analysis]) -> str:
 
 def step_pretrain(out_dir: Path, budget: DemoBudget, emit, progress) -> list[Section]:
     from layerwise.train.config import TrainConfig
-    from layerwise.train.recipes import generate_text, pretrain
+    from layerwise.jobs.training import generate_text, pretrain
 
     emit(f"[2/4] Pretraining a baby GPT from scratch on Shakespeare ({budget.pretrain_steps} steps)")
     run_dir = out_dir / "pretrain"
@@ -127,7 +127,7 @@ def step_pretrain(out_dir: Path, budget: DemoBudget, emit, progress) -> list[Sec
 
 
 def step_finetune(out_dir: Path, budget: DemoBudget, emit, progress) -> list[Section]:
-    from layerwise.finetune.run import compare, comparison_markdown
+    from layerwise.jobs.finetune import compare, comparison_markdown
     from layerwise.train.config import TrainConfig
 
     emit(f"[3/4] Fine-tuning the packaged MiniLM on sms-spam: {', '.join(budget.strategies)}")

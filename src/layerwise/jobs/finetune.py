@@ -113,7 +113,7 @@ def load_pretrained_classifier(model: str, num_labels: int, device: str = "cpu")
     path = Path(model)
     if path.exists():
         from layerwise.train.checkpoint import load_model, resolve_checkpoint
-        from layerwise.train.recipes import load_run_tokenizer
+        from layerwise.jobs.training import load_run_tokenizer
 
         lm, _ = load_model(path, device=device)
         tok = load_run_tokenizer(resolve_checkpoint(path))
