@@ -132,7 +132,7 @@ def smollm2_lora(rounds: int = 2, n_batches: int = 3) -> dict:
 
     import layerwise.models.gpt as gpt
     from layerwise.finetune import apply_strategy
-    from layerwise.jobs.finetune import gpt_classifier_from_lm
+    from layerwise.jobs.runs import gpt_classifier_from_lm
     from layerwise.models.convert import gpt_config_to_hf, gpt_state_dict_to_hf
     from layerwise.pretrained import load_smollm2
 
