@@ -67,7 +67,7 @@ def _options(quick: bool, options: dict) -> dict:
         hidden = (hidden,)
     if isinstance(hidden, str):
         try:
-            hidden = tuple(int(h) for h in hidden.replace("x", ",").split(",") if h.strip())
+            hidden = tuple(int(h) for h in hidden.split(","))
         except ValueError:
             raise ConfigError(f"--hidden: expected hidden widths such as 64 or 128,64, got {o['hidden']!r}") from None
     if not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden):

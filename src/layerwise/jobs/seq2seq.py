@@ -81,12 +81,17 @@ def _train_config(out_dir: Path, quick: bool, seed: int, options: dict, base: Tr
     if data.get("steps") is not None and data.get("epochs") is not None:
         data["epochs"] = None
     data["seed"], data["out_dir"] = seed, str(out_dir)
-    cfg = TrainConfig.from_dict(data)
-    if cfg.steps is not None:  # evaluations and checkpoints stay inside a shortened run
-        cfg = cfg.replace(eval_every=min(cfg.eval_every, cfg.steps) if cfg.eval_every else 0,
-                          checkpoint_every=min(cfg.checkpoint_every, cfg.steps) if cfg.checkpoint_every else 0,
-                          warmup_steps=min(cfg.warmup_steps, cfg.steps))
-    return cfg
+    steps = data.get("steps")
+    if steps is not None and isinstance(steps, int) and steps >= 1:
+        # The defaults' evaluations, checkpoints and warmup stay inside a shortened run.
+        for name in ("eval_every", "checkpoint_every", "warmup_steps"):
+            if name not in options and (base is None or name not in _fields(base)) and data.get(name):
+                data[name] = min(data[name], steps)
+    return TrainConfig.from_dict(data)
+
+
+def _fields(base: TrainConfig | dict) -> dict:
+    return base.to_dict() if isinstance(base, TrainConfig) else dict(base)
 
 
 def _decode_strings(model, task: Seq2SeqTask, data, tokenizer, eos_id: int, pad_id: int, batch_size: int = 128) -> list[str]:
@@ -190,6 +195,11 @@ def run_seq2seq(
             raise ConfigError(f"{what}: expected a fraction in (0, 1), got {frac!r}")
     if pairs is not None and (isinstance(pairs, bool) or not isinstance(pairs, int) or pairs < 3):
         raise ConfigError(f"--pairs: expected an integer >= 3, got {pairs!r}")
+    base_cfg = get_config(model)
+    if base_cfg.family != "seq2seq":
+        raise ConfigError(f"--model: {model!r} is a {base_cfg.family} model; expected a seq2seq preset or config (e.g. seq2seq-char)")
+    base_cfg = base_cfg.replace(**(model_overrides or {}))
+    Seq2SeqTask(0, "beam", beam_size=beam_size, length_penalty=length_penalty, label_smoothing=label_smoothing)  # checks the flags
     generated = str(data) in PAIR_TASKS
     seed_everything(seed)
     all_pairs = load_pairs(data, n=pairs if pairs is not None else (budget.pairs if generated else None), seed=seed)
@@ -205,15 +215,13 @@ def run_seq2seq(
     enc = [encode_pairs(p, tokenizer) for p in parts]  # a character unseen by a resumed tokenizer is a one-line error
     tokenizer.save(tok_path)
 
-    overrides = dict(model_overrides or {})
-    overrides.update(src_vocab=tokenizer.vocab_size, tgt_vocab=tokenizer.vocab_size, pad_id=pad_id, bos_id=bos_id, eos_id=eos_id)
-    mcfg = get_config(model, **overrides)
-    if mcfg.family != "seq2seq":
-        raise ConfigError(f"--model: {model!r} is a {mcfg.family} model; expected a seq2seq preset or config (e.g. seq2seq-char)")
+    mcfg = base_cfg.replace(**{"src_vocab": tokenizer.vocab_size, "tgt_vocab": tokenizer.vocab_size,
+                           "pad_id": pad_id, "bos_id": bos_id, "eos_id": eos_id})
     torch.manual_seed(seed)
     net = build(mcfg, device="cpu")
 
     task = Seq2SeqTask(pad_id, "greedy", beam_size=beam_size, length_penalty=length_penalty, label_smoothing=label_smoothing)
+    beam_task = Seq2SeqTask(pad_id, "beam", beam_size=beam_size, length_penalty=length_penalty, label_smoothing=label_smoothing)
     run_info = {
         "example": NAME,
         "data": {"name": str(data), "kind": "pairs", "generated": generated, "pairs": len(all_pairs), "val": val, "test": test,
@@ -225,7 +233,6 @@ def run_seq2seq(
 
     best = resolve_checkpoint(out_dir, prefer="best")
     load_checkpoint(best, {"model": net})
-    beam_task = Seq2SeqTask(pad_id, "beam", beam_size=beam_size, length_penalty=length_penalty, label_smoothing=label_smoothing)
     val_metrics = trainer.evaluate(enc[1])
     test_greedy = trainer.evaluate(enc[2])
     test_beam = Trainer(net, beam_task, None, None, tcfg.replace(out_dir=None)).evaluate(enc[2])
