@@ -35,6 +35,12 @@ def test_quick_run_writes_every_artifact_and_the_weights_reload(tmp_path):
     net.set_weights([(w["W1"], w["b1"]), (w["W2"], w["b2"])])
     assert evaluate(net, CrossEntropy(), x, y)["accuracy"] == r["metrics"]["accuracy"]
     assert "z^(1) = W^(1) x + b^(1)" in (out / "explain.txt").read_text()
+    assert json.loads((out / "run.json").read_text())["status"] == "finished"
+    with pytest.raises(ConfigError, match="already holds a example:numpy-mlp run"):
+        run_numpy_mlp(out, quick=True)
+    assert json.loads((out / "results.json").read_text()) == doc
+    r2 = run_numpy_mlp(out, quick=True, overwrite=True, epochs=2)
+    assert r2["details"]["epochs"] == 2
 
 
 def test_the_explanations_shapes_are_the_real_arrays_shapes():

@@ -89,6 +89,17 @@ def test_own_pairs_from_a_tsv_file(tmp_path):
     doc = json.loads((out / "results.json").read_text())
     assert doc["data"]["name"] == str(tsv) and doc["data"]["generated"] is False and doc["data"]["pairs"] == len(words)
     assert doc["steps"] == 6
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["command"] == "example:seq2seq-attention" and manifest["status"] == "finished"
+
+    # The directory belongs to that run: a second one is refused before any work, unless --overwrite.
+    before = (out / "results.json").read_bytes()
+    with pytest.raises(ConfigError, match="already holds a example:seq2seq-attention run.*--resume.*--overwrite"):
+        run_seq2seq(out, quick=True, data=str(tsv), steps=6, model="seq2seq-tiny")
+    assert (out / "results.json").read_bytes() == before
+    r2 = run_seq2seq(out, quick=True, data=str(tsv), steps=4, eval_every=2, batch_size=16, model="seq2seq-tiny",
+                     overwrite=True)
+    assert json.loads((out / "results.json").read_text())["steps"] == 4 and r2["details"]["steps"] == 4
 
 
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path):

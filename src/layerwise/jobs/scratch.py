@@ -12,6 +12,7 @@ and writes::
   explain.txt          each layer's forward and backward equations with the shapes substituted
   weights.safetensors  the trained W^(l), b^(l) (safetensors' NumPy API: no torch)
   results.json         {"metrics": {"accuracy": test accuracy, ...}, ...}
+  run.json             the run's manifest (:mod:`layerwise.rundir`)
 
 Progress goes to ``callback`` as the Trainer's :class:`~layerwise.train.trainer.Event`
 kinds (start, step, log, eval, end), so the same progress bar shows it.
@@ -19,6 +20,7 @@ kinds (start, step, log, eval, end), so the same progress bar shows it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -29,9 +31,11 @@ import numpy as np
 
 from layerwise.errors import ConfigError
 from layerwise.io import atomic_write_bytes, atomic_write_text
+from layerwise.rundir import RunDir, check_run, open_run
 from layerwise.train.trainer import Event
 
 NAME = "numpy-mlp"
+COMMAND = f"example:{NAME}"  # the run directory's command, as `layerwise example` names it
 
 # 60 epochs of Adam at 3e-3 reach 0.966-0.978 test accuracy over split seeds 0-2 (about 2 s);
 # 10 epochs, the quick run, 0.944-0.967.
@@ -104,6 +108,10 @@ def run_numpy_mlp(
     quick: bool = False,
     seed: int = 0,
     callback: Callable[[Event], None] | None = None,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    run: RunDir | None = None,
     **options: Any,
 ) -> dict:
     """Train the NumPy MLP on digits; returns {"metrics": {...}, "artifacts": [...]}.
@@ -114,7 +122,13 @@ def run_numpy_mlp(
     (60; quick 10), batch_size, l1 and l2 penalties λ, dropout, init (uniform, he, xavier),
     log_every, val and test fractions. ``seed`` fixes the split, the initial weights, the
     dropout masks and the batches. Metrics: ``accuracy`` and ``loss`` on the test split,
-    ``val_accuracy``, ``train_loss`` (the last epoch's mean).
+    ``val_accuracy``, ``train_loss`` (the last epoch's mean); ``details``: the rest of
+    ``results.json``.
+
+    Run directory (:mod:`layerwise.rundir`): ``run`` is one the caller opened for ``out_dir``;
+    without it the job opens ``out_dir`` as an ``example:numpy-mlp`` run (a used directory
+    is refused unless ``overwrite``). The run takes seconds and keeps no checkpoints, so
+    ``resume`` starts it again from the beginning into the same directory.
     """
     from safetensors.numpy import save as save_safetensors
 
@@ -135,6 +149,8 @@ def run_numpy_mlp(
     t0 = time.perf_counter()
     o = _options(quick, options)
     out_dir = Path(out_dir)
+    if run is None:
+        check_run(out_dir, COMMAND, resume=resume, overwrite=overwrite)  # before any work; nothing is written
     parts = split(load_dataset("digits"), val=o["val"], test=o["test"], seed=seed, stratify=True)
     (x, y), (xv, yv), (xt, yt) = (_rows(p) for p in parts)
     sizes = (x.shape[1], *o["hidden"], 10)
@@ -155,70 +171,75 @@ def run_numpy_mlp(
         "data": {"name": "digits", "val": o["val"], "test": o["test"], "split_seed": seed,
                  "sizes": {"train": len(x), "val": len(xv), "test": len(xt)}},
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / "config.json", json.dumps(config, indent=2) + "\n")
-    explanation = format_explanation(explain(net, o["batch_size"], loss, penalty, optimizer))
-    atomic_write_text(out_dir / "explain.txt", explanation)
+    info = {"model": config["model"], "data": config["data"], "train": config["train"]}
+    ctx = contextlib.nullcontext(run) if run is not None else open_run(out_dir, COMMAND, resume=resume, overwrite=overwrite, info=info)
+    with ctx as run:
+        if run is not None:
+            run.update(**info)
+        atomic_write_text(out_dir / "config.json", json.dumps(config, indent=2) + "\n")
+        explanation = format_explanation(explain(net, o["batch_size"], loss, penalty, optimizer))
+        atomic_write_text(out_dir / "explain.txt", explanation)
 
-    log = RunLog(out_dir)
-    window: list[dict] = []
+        log = RunLog(out_dir)
+        window: list[dict] = []
 
-    def emit(kind: str, step: int, record: dict) -> None:
-        if callback is not None:
-            callback(Event(kind, step, total, record))
+        def emit(kind: str, step: int, record: dict) -> None:
+            if callback is not None:
+                callback(Event(kind, step, total, record))
 
-    def on(kind: str, rec: dict) -> None:
-        if kind == "step":
-            window.append(rec)
-            emit("step", rec["step"], {"loss": rec["loss"], "lr": o["lr"]})
-            if rec["step"] % o["log_every"] == 0 or rec["step"] == total:
-                r = {"split": "train", "step": rec["step"], "epoch": rec["step"] / steps_per_epoch,
-                     "loss": float(np.mean([w["loss"] for w in window])),
-                     "accuracy": float(np.mean([w["accuracy"] for w in window])), "lr": o["lr"],
-                     "elapsed_s": time.perf_counter() - t0}
-                if penalty is not None:
-                    r["penalty"] = float(np.mean([w["penalty"] for w in window]))
-                window.clear()
+        def on(kind: str, rec: dict) -> None:
+            if kind == "step":
+                window.append(rec)
+                emit("step", rec["step"], {"loss": rec["loss"], "lr": o["lr"]})
+                if rec["step"] % o["log_every"] == 0 or rec["step"] == total:
+                    r = {"split": "train", "step": rec["step"], "epoch": rec["step"] / steps_per_epoch,
+                         "loss": float(np.mean([w["loss"] for w in window])),
+                         "accuracy": float(np.mean([w["accuracy"] for w in window])), "lr": o["lr"],
+                         "elapsed_s": time.perf_counter() - t0}
+                    if penalty is not None:
+                        r["penalty"] = float(np.mean([w["penalty"] for w in window]))
+                    window.clear()
+                    log.log(r)
+                    emit("log", rec["step"], r)
+            else:
+                r = {"split": "val", "step": rec["step"], "epoch": rec["epoch"], "loss": rec["loss"], "accuracy": rec["accuracy"]}
                 log.log(r)
-                emit("log", rec["step"], r)
-        else:
-            r = {"split": "val", "step": rec["step"], "epoch": rec["epoch"], "loss": rec["loss"], "accuracy": rec["accuracy"]}
-            log.log(r)
-            emit("eval", rec["step"], r)
+                emit("eval", rec["step"], r)
 
-    emit("start", 0, {"params": net.num_params(), "trainable_params": net.num_params(), "device": "cpu (NumPy)",
-                      "world_size": 1, "unit": "examples", "batches_per_epoch": steps_per_epoch})
-    try:
-        result = fit(net, loss, optimizer, x, y, epochs=o["epochs"], batch_size=o["batch_size"], seed=seed,
-                     penalty=penalty, val=(xv, yv), callback=on)
-    finally:
-        log.write_csv()
-        log.close()
-    train_seconds = time.perf_counter() - t0
-    test = evaluate(net, loss, xt, yt)
-    val = result.evals[-1]
-    last_epoch = [r["loss"] for r in result.history if r["epoch"] == o["epochs"]]
+        emit("start", 0, {"params": net.num_params(), "trainable_params": net.num_params(), "device": "cpu (NumPy)",
+                          "world_size": 1, "unit": "examples", "batches_per_epoch": steps_per_epoch})
+        try:
+            result = fit(net, loss, optimizer, x, y, epochs=o["epochs"], batch_size=o["batch_size"], seed=seed,
+                         penalty=penalty, val=(xv, yv), callback=on)
+        finally:
+            log.write_csv()
+            log.close()
+        train_seconds = time.perf_counter() - t0
+        test = evaluate(net, loss, xt, yt)
+        val = result.evals[-1]
+        last_epoch = [r["loss"] for r in result.history if r["epoch"] == o["epochs"]]
 
-    plot_training_curves(log.records, out_dir / "training-curves.png", metrics=("accuracy",),
-                         title=f"{NAME}: {'→'.join(map(str, sizes))} {o['activation']}, {o['loss']}, {o['optimizer']} "
-                               f"(lr {o['lr']:g}); test accuracy {test['accuracy']:.4f}")
-    tensors = {name: np.ascontiguousarray(p) for name, p in net.parameters()}
-    atomic_write_bytes(out_dir / "weights.safetensors",
-                       save_safetensors(tensors, metadata={"sizes": json.dumps(list(sizes)), "activation": o["activation"]}))
-    metrics = {
-        "accuracy": test["accuracy"],
-        "loss": test["loss"],
-        "val_accuracy": val["accuracy"],
-        "val_loss": val["loss"],
-        "train_loss": float(np.mean(last_epoch)),
-    }
-    artifacts = ["config.json", "metrics.jsonl", "metrics.csv", "training-curves.png", "explain.txt",
-                 "weights.safetensors", "results.json"]
-    doc = {"example": NAME, "metrics": metrics, "steps": total, "epochs": o["epochs"], "train_seconds": train_seconds,
-           "seconds": time.perf_counter() - t0, "test_examples": len(xt), "artifacts": artifacts}
-    atomic_write_text(out_dir / "results.json", json.dumps(doc, indent=2) + "\n")
-    emit("end", total, {"steps": total, "stopped_early": False, "best": None, "seconds": doc["seconds"]})
-    return {"metrics": metrics, "artifacts": artifacts}
+        plot_training_curves(log.records, out_dir / "training-curves.png", metrics=("accuracy",),
+                             title=f"{NAME}: {'→'.join(map(str, sizes))} {o['activation']}, {o['loss']}, {o['optimizer']} "
+                                   f"(lr {o['lr']:g}); test accuracy {test['accuracy']:.4f}")
+        tensors = {name: np.ascontiguousarray(p) for name, p in net.parameters()}
+        atomic_write_bytes(out_dir / "weights.safetensors",
+                           save_safetensors(tensors, metadata={"sizes": json.dumps(list(sizes)), "activation": o["activation"]}))
+        metrics = {
+            "accuracy": test["accuracy"],
+            "loss": test["loss"],
+            "val_accuracy": val["accuracy"],
+            "val_loss": val["loss"],
+            "train_loss": float(np.mean(last_epoch)),
+        }
+        artifacts = ["run.json", "config.json", "metrics.jsonl", "metrics.csv", "training-curves.png", "explain.txt",
+                     "weights.safetensors", "results.json"]
+        doc = {"example": NAME, "metrics": metrics, "steps": total, "epochs": o["epochs"], "train_seconds": train_seconds,
+               "seconds": time.perf_counter() - t0, "test_examples": len(xt), "artifacts": artifacts}
+        atomic_write_text(out_dir / "results.json", json.dumps(doc, indent=2) + "\n")
+        emit("end", total, {"steps": total, "stopped_early": False, "best": None, "seconds": doc["seconds"]})
+    details = {k: v for k, v in doc.items() if k not in ("metrics", "artifacts")}
+    return {"metrics": metrics, "artifacts": artifacts, "details": details}
 
 
 def explain_numpy_mlp(batch_size: int = 32, **options: Any) -> str:

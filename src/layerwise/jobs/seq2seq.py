@@ -17,6 +17,7 @@ Run directory::
 
   config.json  metrics.jsonl/.csv  loss-curve.png  checkpoints/   (the Trainer's)
   tokenizer.json  training-curves.png  attention.png  test-predictions.tsv  results.json
+  run.json     the run's manifest (:mod:`layerwise.rundir`)
 """
 
 from __future__ import annotations
@@ -34,11 +35,14 @@ import torch
 
 from layerwise.errors import ConfigError, LayerwiseError
 from layerwise.io import atomic_write_text
+from layerwise.jobs.training import _check_run, _open_run
+from layerwise.rundir import RunDir
 from layerwise.train.config import TrainConfig
 from layerwise.train.tasks import Seq2SeqTask
 from layerwise.train.trainer import Event, Trainer, seed_everything
 
 NAME = "seq2seq-attention"
+COMMAND = f"example:{NAME}"  # the run directory's command, as `layerwise example` names it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,8 +57,8 @@ QUICK = Budget(2_000, dict(steps=100, eval_every=50, checkpoint_every=50))
 # 2-core machine two spinning OpenMP threads made a step 10x slower (0.15 s → 3.4 s measured).
 TRAIN_DEFAULTS = dict(batch_size=64, lr=3e-3, optimizer="adam", schedule="cosine", warmup_steps=30, min_lr=1e-4,
                       clip_grad_norm=1.0, log_every=10, keep_last=1, num_threads=1)
-JOB_OPTIONS = ("data", "pairs", "val", "test", "model", "model_overrides", "search_beam_size", "beam_size",
-               "length_penalty", "label_smoothing", "resume", "train_config")
+JOB_OPTIONS = ("data", "pairs", "val", "test", "model", "model_overrides", "beam_size", "length_penalty",
+               "label_smoothing", "resume", "overwrite", "train_config")
 HEATMAP_SENTENCES = 3
 
 
@@ -66,7 +70,7 @@ def _train_config(out_dir: Path, quick: bool, seed: int, options: dict, base: Tr
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(options) - names)
     if unknown:
-        accepted = ", ".join(_flag(n) for n in sorted(set(JOB_OPTIONS) - {"search_beam_size", "train_config", "model_overrides"}))
+        accepted = ", ".join(_flag(n) for n in sorted(set(JOB_OPTIONS) - {"train_config", "model_overrides"}))
         raise ConfigError(
             f"{NAME}: unknown option(s) {', '.join(_flag(u) for u in unknown)}; it takes {accepted} "
             "and the training flags of `layerwise train` (--steps, --lr, --batch-size, --precision, --device, ...)"
@@ -164,6 +168,8 @@ def run_seq2seq(
     length_penalty: float = 0.0,
     label_smoothing: float = 0.0,
     resume: bool = False,
+    overwrite: bool = False,
+    run: RunDir | None = None,
     train_config: TrainConfig | dict | None = None,
     **train_options: Any,
 ) -> dict:
@@ -177,6 +183,11 @@ def run_seq2seq(
     defaults are :data:`TRAIN_DEFAULTS` and the budget of the mode (:data:`FULL`, :data:`QUICK`).
     Metrics: ``exact_match`` (greedy) and ``exact_match_beam`` on the test set, their
     ``token_accuracy``, the test loss, and the validation metrics of the same checkpoint.
+    ``details``: the rest of ``results.json`` (test metrics of both searches, samples, times).
+
+    Run directory (:mod:`layerwise.rundir`): ``run`` is one the caller opened for ``out_dir``
+    (``layerwise example``); without it this job opens ``out_dir`` as a ``example:seq2seq-attention``
+    run, refusing a used directory unless ``resume`` (continue it) or ``overwrite``.
     """
     from layerwise.data import encode_pairs, load_pairs, pair_tokenizer, special_ids, split_pairs
     from layerwise.data.pairs import PAIR_TASKS
@@ -200,6 +211,7 @@ def run_seq2seq(
         raise ConfigError(f"--model: {model!r} is a {base_cfg.family} model; expected a seq2seq preset or config (e.g. seq2seq-char)")
     base_cfg = base_cfg.replace(**(model_overrides or {}))
     Seq2SeqTask(0, "beam", beam_size=beam_size, length_penalty=length_penalty, label_smoothing=label_smoothing)  # checks the flags
+    _check_run(tcfg, COMMAND, resume, overwrite, run)  # before any slow work; nothing is written
     generated = str(data) in PAIR_TASKS
     seed_everything(seed)
     all_pairs = load_pairs(data, n=pairs if pairs is not None else (budget.pairs if generated else None), seed=seed)
@@ -208,12 +220,10 @@ def run_seq2seq(
         if len(getattr(parts, part)) == 0:
             raise ConfigError(f"{flag}: {all_pairs.name} has {len(all_pairs)} pairs; the {part} split is empty, use more pairs or a larger {flag}")
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     tok_path = out_dir / "tokenizer.json"
     tokenizer = load_tokenizer(tok_path) if resume and tok_path.is_file() else pair_tokenizer(*parts)
     pad_id, bos_id, eos_id = special_ids(tokenizer)
     enc = [encode_pairs(p, tokenizer) for p in parts]  # a character unseen by a resumed tokenizer is a one-line error
-    tokenizer.save(tok_path)
 
     mcfg = base_cfg.replace(**{"src_vocab": tokenizer.vocab_size, "tgt_vocab": tokenizer.vocab_size,
                            "pad_id": pad_id, "bos_id": bos_id, "eos_id": eos_id})
@@ -228,68 +238,71 @@ def run_seq2seq(
                  "split_seed": seed, "sizes": {k: len(v) for k, v in parts.items()}},
         "tokenizer": {"spec": "char (shared by source and target)", "file": "tokenizer.json", "vocab_size": tokenizer.vocab_size},
     }
-    trainer = Trainer(net, task, enc[0], enc[1], tcfg, callback, run_info)
-    result = trainer.fit(resume=resume)
+    with _open_run(tcfg, COMMAND, resume, overwrite, run_info, run) as run:
+        tokenizer.save(tok_path)
+        trainer = Trainer(net, task, enc[0], enc[1], tcfg, callback, run_info, run=run)
+        result = trainer.fit(resume=resume)
 
-    best = resolve_checkpoint(out_dir, prefer="best")
-    load_checkpoint(best, {"model": net})
-    val_metrics = trainer.evaluate(enc[1])
-    test_greedy = trainer.evaluate(enc[2])
-    test_beam = Trainer(net, beam_task, None, None, tcfg.replace(out_dir=None)).evaluate(enc[2])
+        best = resolve_checkpoint(out_dir, prefer="best")
+        load_checkpoint(best, {"model": net})
+        val_metrics = trainer.evaluate(enc[1])
+        test_greedy = trainer.evaluate(enc[2])
+        test_beam = Trainer(net, beam_task, None, None, tcfg.replace(out_dir=None)).evaluate(enc[2])
 
-    # What it produced: every test translation, both searches; the meter's figures are the metrics.
-    greedy_out = _decode_strings(net, task, enc[2], tokenizer, eos_id, pad_id)
-    beam_out = _decode_strings(net, beam_task, enc[2], tokenizer, eos_id, pad_id)
-    test_pairs = parts.test
-    buf = io.StringIO()
-    w = csv.writer(buf, delimiter="\t", lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
-    w.writerow(["source", "target", "greedy", "beam", "greedy_correct", "beam_correct"])
-    for s, t, g, b in zip(test_pairs.sources, test_pairs.targets, greedy_out, beam_out):
-        w.writerow([s, t, g, b, int(g == t), int(b == t)])
-    atomic_write_text(out_dir / "test-predictions.tsv", buf.getvalue())
-    string_greedy = sum(g == t for g, t in zip(greedy_out, test_pairs.targets)) / len(test_pairs)
-    if abs(string_greedy - test_greedy["exact_match"]) > 1e-12:
-        raise LayerwiseError(
-            f"{NAME}: the decoded test strings match {string_greedy:.4f} of the targets but the meter counted "
-            f"{test_greedy['exact_match']:.4f}; the tokenizer does not round-trip this data"
-        )
+        # What it produced: every test translation, both searches; the meter's figures are the metrics.
+        greedy_out = _decode_strings(net, task, enc[2], tokenizer, eos_id, pad_id)
+        beam_out = _decode_strings(net, beam_task, enc[2], tokenizer, eos_id, pad_id)
+        test_pairs = parts.test
+        buf = io.StringIO()
+        w = csv.writer(buf, delimiter="\t", lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
+        w.writerow(["source", "target", "greedy", "beam", "greedy_correct", "beam_correct"])
+        for s, t, g, b in zip(test_pairs.sources, test_pairs.targets, greedy_out, beam_out):
+            w.writerow([s, t, g, b, int(g == t), int(b == t)])
+        atomic_write_text(out_dir / "test-predictions.tsv", buf.getvalue())
+        string_greedy = sum(g == t for g, t in zip(greedy_out, test_pairs.targets)) / len(test_pairs)
+        if abs(string_greedy - test_greedy["exact_match"]) > 1e-12:
+            raise LayerwiseError(
+                f"{NAME}: the decoded test strings match {string_greedy:.4f} of the targets but the meter counted "
+                f"{test_greedy['exact_match']:.4f}; the tokenizer does not round-trip this data"
+            )
 
-    rows = _heatmap_rows(test_pairs.sources)
-    max_len = int(enc[2].tgt_out.shape[1])
-    maps = attention_maps(net, tokenizer, [test_pairs.sources[i] for i in rows], [test_pairs.targets[i] for i in rows],
-                          max_len, pad_id, bos_id, eos_id)
-    plot_attention(maps, out_dir / "attention.png", title=f"{NAME}: attention of each output character (test sentences)")
-    records = read_records(out_dir / "metrics.jsonl")
-    plot_training_curves(records, out_dir / "training-curves.png", metrics=("exact_match", "token_accuracy"),
-                         title=f"{NAME} on {all_pairs.name}: {result.steps} steps")
+        rows = _heatmap_rows(test_pairs.sources)
+        max_len = int(enc[2].tgt_out.shape[1])
+        maps = attention_maps(net, tokenizer, [test_pairs.sources[i] for i in rows], [test_pairs.targets[i] for i in rows],
+                              max_len, pad_id, bos_id, eos_id)
+        plot_attention(maps, out_dir / "attention.png", title=f"{NAME}: attention of each output character (test sentences)")
+        records = read_records(out_dir / "metrics.jsonl")
+        plot_training_curves(records, out_dir / "training-curves.png", metrics=("exact_match", "token_accuracy"),
+                             title=f"{NAME} on {all_pairs.name}: {result.steps} steps")
 
-    metrics = {
-        "exact_match": test_greedy["exact_match"],
-        "exact_match_beam": test_beam["exact_match"],
-        "token_accuracy": test_greedy["token_accuracy"],
-        "token_accuracy_beam": test_beam["token_accuracy"],
-        "test_loss": test_greedy["loss"],
-        "val_exact_match": val_metrics["exact_match"],
-        "val_loss": val_metrics["loss"],
-        "test_sentences": test_greedy["sequences"],
-    }
-    artifacts = ["config.json", "metrics.jsonl", "metrics.csv", "loss-curve.png", "training-curves.png", "attention.png",
-                 "tokenizer.json", "test-predictions.tsv", "checkpoints", "results.json"]
-    doc = {
-        "example": NAME,
-        "metrics": metrics,
-        "test": {"greedy": test_greedy, "beam": {**test_beam, "beam_size": beam_size, "length_penalty": length_penalty}},
-        "val": val_metrics,
-        "checkpoint": str(best.relative_to(out_dir)) if best.is_relative_to(out_dir) else str(best),
-        "data": run_info["data"],
-        "model": mcfg.to_dict(),
-        "steps": result.steps,
-        "train_seconds": result.seconds,
-        "seconds": time.perf_counter() - t0,
-        "attention_sentences": [m.title for m in maps],
-        "samples": [{"source": s, "target": t, "greedy": g, "beam": b}
-                    for s, t, g, b in list(zip(test_pairs.sources, test_pairs.targets, greedy_out, beam_out))[:10]],
-        "artifacts": artifacts,
-    }
-    atomic_write_text(out_dir / "results.json", json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
-    return {"metrics": metrics, "artifacts": artifacts}
+        metrics = {
+            "exact_match": test_greedy["exact_match"],
+            "exact_match_beam": test_beam["exact_match"],
+            "token_accuracy": test_greedy["token_accuracy"],
+            "token_accuracy_beam": test_beam["token_accuracy"],
+            "test_loss": test_greedy["loss"],
+            "val_exact_match": val_metrics["exact_match"],
+            "val_loss": val_metrics["loss"],
+            "test_sentences": test_greedy["sequences"],
+        }
+        artifacts = ["run.json", "config.json", "metrics.jsonl", "metrics.csv", "loss-curve.png", "training-curves.png", "attention.png",
+                     "tokenizer.json", "test-predictions.tsv", "checkpoints", "results.json"]
+        doc = {
+            "example": NAME,
+            "metrics": metrics,
+            "test": {"greedy": test_greedy, "beam": {**test_beam, "beam_size": beam_size, "length_penalty": length_penalty}},
+            "val": val_metrics,
+            "checkpoint": str(best.relative_to(out_dir)) if best.is_relative_to(out_dir) else str(best),
+            "data": run_info["data"],
+            "model": mcfg.to_dict(),
+            "steps": result.steps,
+            "train_seconds": result.seconds,
+            "seconds": time.perf_counter() - t0,
+            "attention_sentences": [m.title for m in maps],
+            "samples": [{"source": s, "target": t, "greedy": g, "beam": b}
+                        for s, t, g, b in list(zip(test_pairs.sources, test_pairs.targets, greedy_out, beam_out))[:10]],
+            "artifacts": artifacts,
+        }
+        atomic_write_text(out_dir / "results.json", json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+    details = {k: v for k, v in doc.items() if k not in ("metrics", "artifacts")}
+    return {"metrics": metrics, "artifacts": artifacts, "details": details}
