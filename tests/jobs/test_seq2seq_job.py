@@ -112,6 +112,9 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path):
         run_seq2seq(out, quick=True, warmup=3)
     with pytest.raises(ConfigError, match="TrainConfig.lr: expected a number > 0"):
         run_seq2seq(out, quick=True, lr=-1.0)
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="--device cuda: "):
+            run_seq2seq(out, quick=True, device="cuda")
     with pytest.raises(ConfigError, match="--model: 'mlp-digits' is a mlp model"):
         run_seq2seq(out, quick=True, model="mlp-digits", pairs=50)
     assert not out.exists()

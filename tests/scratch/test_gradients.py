@@ -226,3 +226,12 @@ def test_bad_input_is_a_one_line_error():
         Dense(3, 2).forward(np.zeros((4, 2)))
     with pytest.raises(InputShapeError, match="class index 7 is not in 0..4"):
         CrossEntropy().forward(np.zeros((5, 2)), np.array([0, 7]))
+
+
+def test_the_package_is_numpy_only():
+    import subprocess
+    import sys
+
+    code = "import sys, layerwise.scratch, layerwise.scratch.network; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

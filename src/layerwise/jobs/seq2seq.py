@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 
+from layerwise.devices import resolve_device
 from layerwise.errors import ConfigError, LayerwiseError
 from layerwise.io import atomic_write_text
 from layerwise.jobs.training import _check_run, _open_run
@@ -211,7 +212,8 @@ def run_seq2seq(
         raise ConfigError(f"--model: {model!r} is a {base_cfg.family} model; expected a seq2seq preset or config (e.g. seq2seq-char)")
     base_cfg = base_cfg.replace(**(model_overrides or {}))
     Seq2SeqTask(0, "beam", beam_size=beam_size, length_penalty=length_penalty, label_smoothing=label_smoothing)  # checks the flags
-    _check_run(tcfg, COMMAND, resume, overwrite, run)  # before any slow work; nothing is written
+    resolve_device(tcfg.device)  # an unusable --device fails before anything is written
+    _check_run(tcfg, COMMAND, resume, overwrite, run)  # so does a used --out-dir
     generated = str(data) in PAIR_TASKS
     seed_everything(seed)
     all_pairs = load_pairs(data, n=pairs if pairs is not None else (budget.pairs if generated else None), seed=seed)
