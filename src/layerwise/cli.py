@@ -16,7 +16,8 @@ from pathlib import Path
 
 from layerwise.errors import LayerwiseError
 
-COMMANDS = ("summary", "models", "plan", "pretrain", "train", "generate", "eval", "finetune", "compare", "report", "demo")
+COMMANDS = ("summary", "models", "plan", "pretrain", "train", "generate", "eval", "finetune", "compare", "report", "demo",
+            "examples")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -51,9 +52,11 @@ def resume_command(argv: list[str]) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        args = parser.parse_args(argv)
         return args.func(args)
+    except SystemExit as e:  # argparse: --help (0) or a usage error (2, already printed)
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
     except LayerwiseError as e:
         print(f"layerwise: error: {_one_line(e)}", file=sys.stderr)
         if getattr(e, "run_status", None) == "interrupted":

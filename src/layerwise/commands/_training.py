@@ -53,15 +53,15 @@ def train_config_from_args(args: argparse.Namespace, defaults: dict | None = Non
     layers = [defaults or {}]
     if getattr(args, "train_config", None):
         layers.append(TrainConfig.load(args.train_config).to_dict())
-    layers.append({f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)})
-    data: dict = {}
-    for layer in layers:  # later layers win; giving one of steps/epochs unsets the other
-        if layer.get("steps") is not None and layer.get("epochs") is None:
-            data["epochs"] = None
-        if layer.get("epochs") is not None and layer.get("steps") is None:
-            data["steps"] = None
-        data.update({k: v for k, v in layer.items() if k not in ("steps", "epochs") or v is not None})
-    return TrainConfig.from_dict(data)
+    layers.append(train_flags_given(args))
+    return TrainConfig.layered(*layers)
+
+
+def train_flags_given(args: argparse.Namespace) -> dict:
+    """The TrainConfig fields set by flags on the command line (not their defaults)."""
+    from layerwise.train.config import TrainConfig
+
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
 
 
 def parse_overrides(items: list[str] | None) -> dict:

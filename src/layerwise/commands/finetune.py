@@ -53,7 +53,7 @@ def run(args) -> int:
     from layerwise.jobs.finetune import finetune
 
     spec = strategy_spec(args.strategy, args.rank, args.alpha)
-    from layerwise.jobs.finetune import default_lr
+    from layerwise.finetune import default_lr
     from layerwise.finetune.strategies import parse_strategy
 
     parse_strategy(spec)

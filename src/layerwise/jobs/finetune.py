@@ -25,26 +25,11 @@ from torch import nn
 
 from layerwise.errors import ConfigError, LayerwiseError, LoadError
 from layerwise.finetune.cache import SuffixModel, cache_prefix, first_trainable_stage, supports_stages
-from layerwise.finetune.strategies import StrategyRecord, apply_strategy
+from layerwise.finetune.strategies import StrategyRecord, apply_strategy, default_lr
 from layerwise.io import atomic_write_text
 from layerwise.rundir import RunDir, check_run, open_run
 
 PRETRAINED = ("minilm-l6", "smollm2-135m")
-
-# Learning rates that suit each strategy with AdamW (used when none is given): a head
-# on frozen features or a few bias vectors take large steps; LoRA factors and adapters
-# start at zero and take ~1e-3 (Hu et al. 2021 use 2e-4..5e-4 on larger models); whole
-# pretrained layers take the small steps of full fine-tuning (BERT's 2e-5..5e-5).
-DEFAULT_LR = {"head": 5e-3, "bitfit": 5e-3, "lora": 1e-3, "adapter": 1e-3, "top": 2e-4, "full": 5e-5,
-              "train": 1e-3, "freeze": 1e-3}
-
-
-def default_lr(strategy: str) -> float:
-    """The learning rate for a strategy spec (its first item decides)."""
-    from layerwise.finetune.strategies import parse_strategy
-
-    return DEFAULT_LR[parse_strategy(strategy)[0].name]
-
 
 @dataclass
 class FinetuneResult:
@@ -369,7 +354,7 @@ def compare(model: str, data: str, strategies: list[str], config, out_dir: str |
 
     ``keep_runs`` also writes each strategy's run directory (checkpoints, metrics) under
     ``out_dir/runs/``; by default only the comparison is written. ``auto_lr`` gives each
-    strategy its own learning rate (:data:`DEFAULT_LR`) instead of ``config.lr``.
+    strategy its own learning rate (the strategy registry's ``default_lr``) instead of ``config.lr``.
     """
     from layerwise.finetune.strategies import parse_strategy
 

@@ -239,6 +239,19 @@ class TrainConfig:
             raise ConfigError(f"{source}: {e}") from None
 
     @classmethod
+    def layered(cls, *layers: dict[str, Any], source: str | None = None) -> TrainConfig:
+        """From several dicts of fields, later ones winning (defaults, then a file, then
+        flags); a layer that gives one of ``steps``/``epochs`` unsets the other."""
+        data: dict[str, Any] = {}
+        for layer in layers:
+            if layer.get("steps") is not None and layer.get("epochs") is None:
+                data["epochs"] = None
+            if layer.get("epochs") is not None and layer.get("steps") is None:
+                data["steps"] = None
+            data.update({k: v for k, v in layer.items() if k not in ("steps", "epochs") or v is not None})
+        return cls.from_dict(data, source=source)
+
+    @classmethod
     def load(cls, path: str | os.PathLike) -> TrainConfig:
         """From a JSON or TOML file (a ``[train]`` table, or the fields at the top level)."""
         data = read_config_file(path)
