@@ -171,3 +171,19 @@ def test_finetune_minilm_lora_then_eval_prints_the_same_test_f1(tmp_path, capsys
     table = capsys.readouterr().out
     row = next(line for line in table.splitlines() if " f1 " in f" {line} " and "macro" not in line)
     assert f"{f1:.4f}" in row
+
+
+def test_summary_shows_the_model_as_fine_tuned(lm_run, tmp_path, capsys):
+    out = tmp_path / "ft"
+    c = classify(str(lm_run), "sms-spam", _cfg(out, steps=1, eval_every=0), strategy="lora:4", max_len=24,
+                 train_fraction=0.05)
+    capsys.readouterr()
+    assert main(["summary", str(out), "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["totals"]["trainable"] == c.record.trainable
+    rows = {r["name"]: r for r in doc["rows"]}
+    assert any(n.endswith("lora_a") and r["trainable"] for n, r in rows.items())
+    assert all(r["trainable"] == 0 for n, r in rows.items() if n.endswith(".attn.c_proj"))  # frozen rows
+    assert main(["summary", "bert-tiny", "--strategy", "lora:4"]) == 0
+    text = capsys.readouterr().out
+    assert "LoRA on 4 layers: layers.0.attention.query" in text and "trainable params: 4,096 of the base's 4,385,920" in text

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from layerwise.commands.finetune import add_finetune_arguments
+from layerwise.finetune.strategies import COMPARE_DEFAULT
 
-DEFAULT_STRATEGIES = "head,top-2,bitfit,lora:8,adapter:64,full"
+DEFAULT_STRATEGIES = ",".join(COMPARE_DEFAULT)
 
 
 def run(args) -> int:

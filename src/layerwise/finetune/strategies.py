@@ -388,6 +388,8 @@ REGISTRY: dict[str, StrategyKind] = {k.name: k for k in (
     StrategyKind("norms", "norms", "shorthand for train:norm", 1e-3, _no_args("norms"), _apply_freeze_or_train),
 )}
 STRATEGIES = tuple(k.syntax for k in REGISTRY.values())
+# What `layerwise compare` runs by default: one of each kind, cheapest first.
+COMPARE_DEFAULT = ("head", "top-2", "bitfit", "lora:8", "adapter:64", "full")
 
 
 def apply_strategy(model: nn.Module, spec: str, lora_targets=None, lora_alpha: float | None = None,
