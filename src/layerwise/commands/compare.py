@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from layerwise.commands.finetune import add_finetune_arguments
-from layerwise.finetune.strategies import COMPARE_DEFAULT
+from layerwise.finetune.grammar import COMPARE_DEFAULT
 
 DEFAULT_STRATEGIES = ",".join(COMPARE_DEFAULT)
 

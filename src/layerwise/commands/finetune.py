@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from layerwise.commands._training import Progress, add_run_arguments, add_train_config_arguments, train_config_from_args
 from layerwise.errors import ConfigError
+from layerwise.finetune.grammar import SPECS, STRATEGIES
 
 
 def add_finetune_arguments(p) -> None:
@@ -87,7 +88,7 @@ def run(args) -> int:
 def register(sub) -> None:
     p = sub.add_parser("finetune", help="fine-tune a pretrained model with one strategy (head, top-k, bitfit, lora, adapter, full)")
     p.add_argument("--strategy", default="lora",
-                   help="full | head | top-K | bitfit | lora (with --rank) | lora:R[:ALPHA] | adapter:SIZE | "
-                        "freeze:X | train:X | norms, joined with + (default lora)")
+                   help=" | ".join(STRATEGIES) + " (joined with +; lora alone takes --rank, default 8). "
+                        + "; ".join(f"{k.syntax}: {k.help}" for k in SPECS.values()) + " (default lora)")
     add_finetune_arguments(p)
     p.set_defaults(func=run)
