@@ -5,15 +5,52 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+
 def run(args) -> int:
+    from layerwise.errors import ForwardFailure
     from layerwise.report import table
-    from layerwise.targets import analyze_target, parse_shape
+    from layerwise.targets import analyze_target, parse_dtype, parse_shape
 
     shape = parse_shape(args.input_shape) if args.input_shape else None
-    analyses = [
-        analyze_target(t, input_shape=shape, batch_size=args.batch_size, seq_len=args.seq_len, device=args.device)
-        for t in args.targets
-    ]
+    dtype = parse_dtype(args.dtype)
+    analyses = []
+    for t in args.targets:
+        try:
+            analyses.append(analyze_target(t, input_shape=shape, batch_size=args.batch_size, seq_len=args.seq_len,
+                                           device=args.device, decoder_seq_len=args.decoder_seq_len, dtype=dtype))
+        except ForwardFailure as e:
+            if e.partial is not None:
+                # what the forward got through, and the module tree's rows and totals; the error line follows
+                _write(args, _render(args, [e.partial], table), partial=True)
+            raise
+    _write(args, _render(args, analyses, table))
+    if args.out_dir:
+        from layerwise.report.runs import write_summary_dir
+
+        write_summary_dir(analyses, args.out_dir)
+        print(f"run directory written to {args.out_dir} (layerwise report {args.out_dir} builds its HTML page)", file=sys.stderr)
+    if args.plot:
+        from layerwise.report import plots
+
+        if len(analyses) > 1:
+            plots.plot_comparison(analyses, args.plot)
+        else:
+            plots.plot_params(analyses[0], args.plot, by=args.by)
+        print(f"plot written to {args.plot}", file=sys.stderr)
+    return 0
+
+
+def _write(args, text: str, partial: bool = False) -> None:
+    if args.output and not partial:
+        from layerwise.io import atomic_write_text
+
+        atomic_write_text(Path(args.output), text)
+    else:  # a partial report goes to the terminal, never over a complete one
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+
+def _render(args, analyses, table) -> str:
     out = []
     if args.format == "json":
         import json
@@ -32,27 +69,7 @@ def run(args) -> int:
             out += [table.render(a, by=args.by, max_nesting=args.show_nesting, explain=args.explain) for a in analyses]
     else:
         out.append(table.render(analyses[0], by=args.by, max_nesting=args.show_nesting, explain=args.explain))
-    text = "\n".join(o.rstrip("\n") for o in out) + "\n"
-    if args.output:
-        from layerwise.io import atomic_write_text
-
-        atomic_write_text(Path(args.output), text)
-    else:
-        sys.stdout.write(text)
-    if args.out_dir:
-        from layerwise.report.runs import write_summary_dir
-
-        write_summary_dir(analyses, args.out_dir)
-        print(f"run directory written to {args.out_dir} (layerwise report {args.out_dir} builds its HTML page)", file=sys.stderr)
-    if args.plot:
-        from layerwise.report import plots
-
-        if len(analyses) > 1:
-            plots.plot_comparison(analyses, args.plot)
-        else:
-            plots.plot_params(analyses[0], args.plot, by=args.by)
-        print(f"plot written to {args.plot}", file=sys.stderr)
-    return 0
+    return "\n".join(o.rstrip("\n") for o in out) + "\n"
 
 
 def register(sub) -> None:
@@ -61,7 +78,11 @@ def register(sub) -> None:
                    help="preset name, layerwise config (.json/.toml), Hugging Face config.json, or package.module:factory")
     s.add_argument("--input-shape", help="input shape, e.g. 1,3,224,224 (token ids for models that start with an embedding)")
     s.add_argument("--batch-size", type=int, default=1)
-    s.add_argument("--seq-len", type=int, default=None, help="sequence length for language models")
+    s.add_argument("--seq-len", type=int, default=None, help="sequence length for language models (an encoder-decoder's encoder)")
+    s.add_argument("--decoder-seq-len", type=int, default=None,
+                   help="decoder sequence length of an encoder-decoder (T5, BART, Marian, Whisper); default --seq-len")
+    s.add_argument("--dtype", default=None, metavar="DTYPE",
+                   help="weights' dtype: float32, bfloat16 or float16 (default: the config's own dtype, else float32)")
     s.add_argument("--by", choices=["layer", "kind", "block"], default="layer")
     s.add_argument("--show-nesting", type=int, default=None, metavar="N",
                    help="display module-tree rows down to nesting level N (a display limit, not network depth)")

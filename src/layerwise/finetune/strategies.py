@@ -138,8 +138,26 @@ def head_modules(model: nn.Module, kinds: dict[str, str] | None = None) -> list[
 
 
 def ordered_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The repeated blocks in forward order. Blocks are applications: a module the forward
+    applies several times (ALBERT's one shared layer) appears once per application, found
+    by running the forward on a meta copy when the module tree shows no repeated blocks."""
     ids = detect_blocks(model)
-    return [(n, m) for n, m in model.named_modules() if id(m) in ids]
+    if ids:
+        return [(n, m) for n, m in model.named_modules() if id(m) in ids]
+    from layerwise.analysis.core import block_applications
+
+    return block_applications(model)
+
+
+def _shared_block_note(blocks: list[tuple[str, nn.Module]], chosen: list[tuple[str, nn.Module]]) -> list[str]:
+    """Say so when the chosen blocks are applications of fewer modules than blocks."""
+    notes = []
+    for name in dict.fromkeys(n for n, _ in chosen):
+        runs = sum(1 for n, _ in blocks if n == name)
+        if runs > 1:
+            notes.append(f"{name} is one module applied as {runs} of the {len(blocks)} blocks: training it "
+                         f"trains all {runs} applications")
+    return notes
 
 
 def _tied_note(model: nn.Module, names: list[str]) -> list[str]:
@@ -197,7 +215,7 @@ def adapter_target_modules(model: nn.Module, kinds: dict[str, str] | None = None
     if not blocks:
         raise ConfigError("adapter: the model has no repeated blocks (transformer layers) to put adapters in")
     chosen = []
-    for bname, block in blocks:
+    for bname, block in dict.fromkeys(blocks):  # a block module applied repeatedly gets its adapters once
         for kind in ("attention", "mlp"):
             last = None
             for n, m in block.named_modules():
@@ -244,6 +262,7 @@ def apply_strategy(model: nn.Module, spec: str, lora_targets=None, lora_alpha: f
             if k > len(blocks):
                 raise ConfigError(f"top-{k}: the model has only {len(blocks)} blocks")
             chosen = blocks[-k:]
+            record.notes += _shared_block_note(blocks, chosen)
             heads = head_modules(model, kinds)
             for _, m in chosen + heads:
                 _set(m.parameters(), True)
@@ -254,8 +273,8 @@ def apply_strategy(model: nn.Module, spec: str, lora_targets=None, lora_alpha: f
             for n in after:
                 if kinds.get(n) == "norm" and not n.startswith(last_block + "."):
                     _set(model.get_submodule(n).parameters(), True)
-            record.trained_blocks = [n for n, _ in chosen]
-            record.steps.append(f"last {k} of {len(blocks)} blocks train ({', '.join(n for n, _ in chosen)}) and the head")
+            record.trained_blocks = list(dict.fromkeys(n for n, _ in chosen))
+            record.steps.append(f"last {k} of {len(blocks)} blocks train ({', '.join(record.trained_blocks)}) and the head")
             record.notes += _tied_note(model, [n for n, _ in heads])
         elif step.name == "bitfit":
             n_bias = 0
