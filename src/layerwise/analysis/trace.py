@@ -378,10 +378,11 @@ def _broadcast(shapes) -> tuple[int, ...] | None:
     return tuple(out)
 
 
-def _iter_order(shape: tuple[int, ...], tensors) -> list[int]:
+def _iter_order(shape: tuple[int, ...], tensors) -> list[int] | None:
     """The dimensions from fastest to slowest, as TensorIterator orders them for a new
     output (``reorder_dimensions``): by the inputs' strides in bytes, broadcast
-    dimensions ignored, equal strides broken by size."""
+    dimensions ignored, equal strides broken by size. None when no input decides the
+    order of two dimensions of size > 1 (torch's kernels may then differ: ask them)."""
     n = len(shape)
     strides = []
     for t in tensors:
@@ -412,6 +413,8 @@ def _iter_order(shape: tuple[int, ...], tensors) -> list[int]:
                 d1 = d0
             elif c < 0:
                 break
+            elif shape[perm[d0]] > 1 and shape[perm[d1]] > 1:
+                return None
     return perm
 
 
@@ -468,7 +471,10 @@ class _MetaShapes:
             x = args[0]
             if not (isinstance(x, torch.Tensor) and x.is_meta and x.is_floating_point()) or x.dim() == 0:
                 return None
-            return self.new(tuple(x.shape), x.dtype, (x,), None if x.is_contiguous() else _iter_order(tuple(x.shape), [x]))
+            if x.is_contiguous():
+                return self.new(tuple(x.shape), x.dtype, (x,))
+            order = _iter_order(tuple(x.shape), [x])
+            return None if order is None else self.new(tuple(x.shape), x.dtype, (x,), order)
         if name in _BINARY or name in _DIVIDE or name in _INPLACE:
             if len(args) != 2 or (kwargs and set(kwargs) - {"alpha"}):
                 return None
@@ -478,9 +484,13 @@ class _MetaShapes:
                 return None
             if not all(isinstance(v, (torch.Tensor, int, float, bool)) for v in (a, b)):
                 return None
+            if name in ("maximum", "minimum") and len(ts) != 2:
+                return None  # tensors only
             shape = _broadcast([tuple(t.shape) for t in ts])
             if shape is None:
                 return None
+            if name in ("__rtruediv__", "__rdiv__") and not a.is_floating_point():
+                return None  # computed as reciprocal(a) * b: the reciprocal promotes first
             dtype = torch.result_type(a, b)
             if name in _DIVIDE or name == "div_" or name == "__itruediv__":
                 if not (dtype.is_floating_point or dtype.is_complex):
@@ -495,8 +505,11 @@ class _MetaShapes:
                 return a
             if not shape:
                 return None
-            contiguous = all(t.is_contiguous() for t in ts)
-            return self.new(shape, dtype, ts, None if contiguous else _iter_order(shape, ts))
+            if all(t.is_contiguous() for t in ts):
+                return self.new(shape, dtype, ts)
+            # the output's layout follows the operands in evaluation order: rsub(a, b) is b - a
+            order = _iter_order(shape, ts[::-1] if name in ("__rsub__", "__rpow__") else ts)
+            return None if order is None else self.new(shape, dtype, ts, order)
         if name in _NORMS:
             x = args[0] if args else kwargs.get("input")
             w = args[2] if len(args) > 2 else kwargs.get("weight")
