@@ -166,6 +166,15 @@ def _meta_cases():
     yield "rms_norm", F.rms_norm, (q, (8,))
     x = torch.empty(2, 4, 6, 8, device="meta")
     yield "scaled_dot_product_attention", F.scaled_dot_product_attention, (x, kv, kv, None, 0.0, True)
+    yield "tril", torch.tril, (torch.ones(5, 5, dtype=torch.bool, device="meta"),)
+    yield "triu", torch.triu, (torch.empty(2, 3, 4, device="meta"), 1)
+    w = torch.empty(5, 8, device="meta", requires_grad=True)
+    for inp in (x, q, torch.empty(8, device="meta")):
+        yield "linear", F.linear, (inp, w)
+        yield "linear", F.linear, (inp, w, torch.empty(5, device="meta"))
+    for ids in (torch.zeros(3, 4, dtype=torch.long, device="meta"), torch.zeros(7, dtype=torch.int32, device="meta")):
+        yield "embedding", F.embedding, (ids, w)
+        yield "embedding", F.embedding, (ids, w.detach())
 
 
 def test_meta_outputs_made_by_the_trace_equal_torchs_meta_kernels():

@@ -114,7 +114,14 @@ def _shape_of(x):
     return None
 
 
+_LEAVES = (int, float, bool, str, type(None), torch.dtype, torch.device, torch.Size, slice, type(Ellipsis))
+
+
 def _tensors(x, out: list):
+    if type(x) is tuple and all(isinstance(v, torch.Tensor) or isinstance(v, _LEAVES) for v in x):
+        # the common case, flat positional arguments
+        out.extend(v for v in x if isinstance(v, torch.Tensor))
+        return out
     if isinstance(x, torch.Tensor):
         out.append(x)
     elif isinstance(x, (list, tuple)):
@@ -463,7 +470,7 @@ class _MetaShapes:
     def __call__(self, name: str, args, kwargs):
         """The output, or None to run torch's kernel."""
         if name in _UNARY or name in ("clamp", "clamp_min", "clamp_max"):
-            if name in _UNARY and (len(args) != 1 or (kwargs and set(kwargs) - {"approximate"})):
+            if name in _UNARY and (len(args) != 1 or set(kwargs) - {"approximate", "inplace"} or kwargs.get("inplace")):
                 return None
             if name not in _UNARY and not all(isinstance(v, (int, float)) or v is None
                                               for v in list(args[1:]) + list(kwargs.values())):
@@ -510,6 +517,32 @@ class _MetaShapes:
             # the output's layout follows the operands in evaluation order: rsub(a, b) is b - a
             order = _iter_order(shape, ts[::-1] if name in ("__rsub__", "__rpow__") else ts)
             return None if order is None else self.new(shape, dtype, ts, order)
+        if name in ("tril", "triu"):
+            x = args[0] if args else kwargs.get("input")
+            if not (isinstance(x, torch.Tensor) and x.is_meta and x.dim() >= 2 and x.is_contiguous()) or set(kwargs) - {"diagonal"}:
+                return None
+            return self.new(tuple(x.shape), x.dtype, (x,))
+        if name == "linear":
+            x = args[0] if args else kwargs.get("input")
+            w = args[1] if len(args) > 1 else kwargs.get("weight")
+            bias = args[2] if len(args) > 2 else kwargs.get("bias")
+            ts = [t for t in (x, w, bias) if t is not None]
+            if not all(isinstance(t, torch.Tensor) and t.is_meta and t.dtype == x.dtype for t in ts):
+                return None
+            if x.dim() < 1 or w.dim() != 2 or x.shape[-1] != w.shape[1] or not x.is_contiguous():
+                return None
+            if bias is not None and _broadcast([tuple(bias.shape), (w.shape[0],)]) != (w.shape[0],):
+                return None
+            return self.new(tuple(x.shape[:-1]) + (w.shape[0],), x.dtype, ts)
+        if name == "embedding":
+            ids = args[0] if args else kwargs.get("input")
+            w = args[1] if len(args) > 1 else kwargs.get("weight")
+            max_norm = args[3] if len(args) > 3 else kwargs.get("max_norm")
+            if not (isinstance(ids, torch.Tensor) and isinstance(w, torch.Tensor) and ids.is_meta and w.is_meta):
+                return None
+            if max_norm is not None or w.dim() != 2 or ids.dtype not in (torch.int64, torch.int32):
+                return None
+            return self.new(tuple(ids.shape) + (w.shape[1],), w.dtype, (w,))
         if name in _NORMS:
             x = args[0] if args else kwargs.get("input")
             w = args[2] if len(args) > 2 else kwargs.get("weight")
@@ -581,10 +614,11 @@ class _KnownValues:
         if t.is_meta and value.numel() <= _MAX_KNOWN and tuple(value.shape) == tuple(t.shape):
             self.cpu_of[t] = value
 
-    def known(self, args, kwargs) -> bool:
-        """Every meta tensor among the arguments has a known value (True with no tensors: a constant)."""
-        for t in _tensors((args, kwargs), []):
-            if t.is_meta and t not in self.cpu_of:
+    def known(self, tensors) -> bool:
+        """Every meta tensor among ``tensors`` has a known value (True with no tensors: a constant)."""
+        cpu_of = self.cpu_of
+        for t in tensors:
+            if t.is_meta and t not in cpu_of:
                 return False
         return True
 
@@ -742,43 +776,47 @@ class _Tracer(TorchFunctionMode):
         name = getattr(func, "__name__", "")
         if "." in name:  # a custom op's overload: "grouped_mm.default"
             name = name.split(".", 1)[0]
-        known = self.on_meta and self.values.known(args, kwargs)
+        ins = _tensors(args, []) if not kwargs else _tensors((args, kwargs), [])
+        known = self.on_meta and self.values.known(ins)
         try:
             if known and name in _VALUE_READS:  # a branch on a value the meta device lacks but we know
                 return func(*self.values.cpu(args), **self.values.cpu(kwargs))
             out = self.meta_shapes(name, args, kwargs) if self.on_meta else None
             if out is not None:
                 pass
+            elif name == "arange" and self.on_meta and _meta_device(kwargs) and (cpu := _small_arange(args, kwargs)) is not None:
+                # a constant: made on CPU (meta's arange kernel costs half a second on first use), kept as a known value
+                out = torch.empty_strided(cpu.shape, cpu.stride(), dtype=cpu.dtype, device="meta")
+                self.values.set(out, cpu)
+                return out
             elif known and name in _DATA_SHAPED:  # output shape depends on known values: compute it
                 out = self.values.run(func, args, kwargs)
             elif name in _GROUPED and _all_meta(args, kwargs):
                 a, b = _operand(args, kwargs, name, 0), _operand(args, kwargs, name, 1)
                 shape, dtype = _grouped_mm_meta(a, b, kwargs.get("offs", args[2] if len(args) > 2 else None),
                                                 kwargs.get("out_dtype"))
-                out = self.meta_shapes.new(shape, dtype, _tensors((args, kwargs), []))
+                out = self.meta_shapes.new(shape, dtype, ins)
             else:
                 out = func(*args, **kwargs)
             if known and name not in _RANDOM and name not in _DATA_SHAPED:
                 self.values.follow(func, args, kwargs, out)
         except Exception as e:
             # the latest failing op: the model may have caught an earlier one
-            shapes = [list(a.shape) for a in _tensors((args, kwargs), [])]
+            shapes = [list(a.shape) for a in ins]
             self.failure = (list(self.stack), name or str(func), shapes, e)
             raise
         if name in _METADATA or (name == "__get__" and not isinstance(out, torch.Tensor)):
             return out
         try:
-            self._after(name, args, kwargs, out)
+            if ins:
+                self._after(name, args, kwargs, out, ins)
         except Exception as e:  # our bookkeeping, not the model: never blamed on the input
             if self.internal is None:
                 self.internal = _Internal(list(self.stack), name, e)
             raise self.internal from e
         return out
 
-    def _after(self, name: str, args, kwargs, out) -> None:
-        ins = _tensors((args, kwargs), [])
-        if not ins:
-            return
+    def _after(self, name: str, args, kwargs, out, ins: list) -> None:
         self.stamp += 1
         stamp = self.stamp
         data, weights = [], []
@@ -1044,13 +1082,31 @@ class _Tracer(TorchFunctionMode):
             self.names[id(m)] = name
             self.handles.append(m.register_forward_pre_hook(self._pre, with_kwargs=True))
             self.handles.append(m.register_forward_hook(self._post, with_kwargs=True, always_call=True))
-            for pname, p in m.named_parameters(recurse=False):
-                self.params.setdefault(id(p), (p, name, pname))
+            for pname, p in m._parameters.items():  # own parameters (named_parameters walks the tree per call)
+                if p is not None:
+                    self.params.setdefault(id(p), (p, name, pname))
 
     def remove(self) -> None:
         for h in self.handles:
             h.remove()
         self.handles.clear()
+
+
+def _meta_device(kwargs) -> bool:
+    d = kwargs.get("device")
+    return d is not None and torch.device(d).type == "meta"
+
+
+def _small_arange(args, kwargs) -> torch.Tensor | None:
+    """``torch.arange(*args)`` on CPU when its arguments are plain numbers and it is small."""
+    if not args or not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args):
+        return None
+    if set(kwargs) - {"device", "dtype"} or len(args) > 3:
+        return None
+    start, end, step = (0, args[0], 1) if len(args) == 1 else (args[0], args[1], args[2] if len(args) > 2 else 1)
+    if step == 0 or math.ceil((end - start) / step) > _MAX_KNOWN:
+        return None
+    return torch.arange(*args, dtype=kwargs.get("dtype"))
 
 
 def _all_meta(args, kwargs) -> bool:

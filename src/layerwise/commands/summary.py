@@ -53,10 +53,7 @@ def _write(args, text: str, partial: bool = False) -> None:
 def _render(args, analyses, table) -> str:
     out = []
     if args.format == "json":
-        import json
-
-        docs = [a.to_dict() for a in analyses]
-        out.append(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2))
+        out.append(table.render_json(analyses))
     elif args.format == "csv":
         out += [table.render_csv(a, by=args.by) for a in analyses]
     elif args.format == "md":

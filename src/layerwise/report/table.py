@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 
 from rich import box
 from rich.console import Console
@@ -299,3 +300,25 @@ def render_comparison(analyses: list[Analysis], width: int = 200) -> str:
     row("forward FLOPs", lambda a: n(a.totals.flops_forward))
     row("training FLOPs", lambda a: n(a.totals.flops_train))
     return _render([t], width)
+
+
+def render_json(analyses: list[Analysis]) -> str:
+    """JSON of one analysis (or a list of them): the top level indented, each row, kind and
+    block on one line. Python's JSON encoder runs in C only without indentation; indenting
+    every nested field of a 400B model's 1,900 rows costs more than analysing it."""
+
+    def doc(d: dict, pad: str) -> str:
+        items = []
+        for k, v in d.items():
+            key = json.dumps(k)
+            if isinstance(v, list) and v and isinstance(v[0], dict):
+                inner = (",\n" + pad + "    ").join(json.dumps(x) for x in v)
+                items.append(f"{pad}  {key}: [\n{pad}    {inner}\n{pad}  ]")
+            elif isinstance(v, dict) and v:
+                items.append(f"{pad}  {key}: " + doc(v, pad + "  ").lstrip())
+            else:
+                items.append(f"{pad}  {key}: {json.dumps(v)}")
+        return pad + "{\n" + ",\n".join(items) + "\n" + pad + "}"
+
+    docs = [doc(a.to_dict(), "") for a in analyses]
+    return docs[0] if len(docs) == 1 else "[\n" + ",\n".join(docs) + "\n]"
