@@ -1,12 +1,14 @@
-"""layerwise's mixture-of-experts layer against transformers' Mixtral and Qwen2-MoE (same weights,
-same logits), and its grouped matmul against autograd on the dense computation."""
+"""layerwise's mixture-of-experts layer against transformers' Mixtral and Qwen2-MoE: converted with
+``load_hf_gpt``, same weights give the same logits; and its grouped matmul against autograd
+on the dense computation."""
 
 import pytest
 import torch
 import transformers as T
 
 from layerwise.models import build
-from layerwise.models.gpt import GPT, GPTConfig
+from layerwise.models.convert import gpt_config_from_hf, gpt_config_to_hf, gpt_state_dict_to_hf, load_hf_gpt
+from layerwise.models.gpt import GPT
 from layerwise.models.ops import grouped_mm
 
 TOL = dict(atol=2e-5, rtol=2e-5)
@@ -19,31 +21,15 @@ def _randomise(model: torch.nn.Module, seed: int = 0) -> None:
             p.copy_(torch.randn(p.shape, generator=g) * 0.1)
 
 
-def _ours_from_hf(hf: torch.nn.Module, config: GPTConfig) -> GPT:
-    """Copy a transformers Mixtral/Qwen2-MoE state dict onto our names (q/k/v/o, the router, the 3-D experts)."""
-    ours = GPT(config).eval()
-    sd = {"transformer.wte.weight": hf.model.embed_tokens.weight, "transformer.ln_f.weight": hf.model.norm.weight,
-          "lm_head.weight": hf.lm_head.weight}
-    for i, layer in enumerate(hf.model.layers):
-        p = f"transformer.h.{i}."
-        sd[p + "ln_1.weight"] = layer.input_layernorm.weight
-        sd[p + "ln_2.weight"] = layer.post_attention_layernorm.weight
-        for ours_name, theirs in (("q_proj", "q_proj"), ("k_proj", "k_proj"), ("v_proj", "v_proj"), ("c_proj", "o_proj")):
-            for part, t in getattr(layer.self_attn, theirs).named_parameters():
-                sd[f"{p}attn.{ours_name}.{part}"] = t
-        sd[p + "mlp.router.weight"] = layer.mlp.gate.weight
-        sd[p + "mlp.experts.gate_up_proj"] = layer.mlp.experts.gate_up_proj
-        sd[p + "mlp.experts.down_proj"] = layer.mlp.experts.down_proj
-        if hasattr(layer.mlp, "shared_expert"):
-            for name in ("gate_proj", "up_proj", "down_proj"):
-                sd[f"{p}mlp.shared_expert.{name}.weight"] = getattr(layer.mlp.shared_expert, name).weight
-            sd[p + "mlp.shared_expert_gate.weight"] = layer.mlp.shared_expert_gate.weight
-    ours.load_state_dict({k: v.detach().clone() for k, v in sd.items()}, strict=True)
+def _ours_from_hf(hf: torch.nn.Module) -> GPT:
+    """Convert with the converter users run (config.json + state dict), then check the round trip."""
+    d = {**hf.config.to_dict(), "model_type": hf.config.model_type}
+    ours = load_hf_gpt(d, hf.state_dict())
+    back = gpt_state_dict_to_hf(ours.state_dict(), ours.config)
+    theirs = {k: v for k, v in hf.state_dict().items() if "rotary_emb" not in k}
+    assert back.keys() == theirs.keys() and all(torch.equal(back[k], theirs[k]) for k in theirs)
+    assert gpt_config_from_hf(gpt_config_to_hf(ours.config)) == ours.config
     return ours
-
-
-LLAMA = dict(mlp="swiglu", norm="rmsnorm", pos_embedding="rope", attn_qkv="separate", attn_bias=False, mlp_bias=False,
-             tie_embeddings=False, vocab_size=61, block_size=32, n_layer=2, n_head=4, n_kv_head=2, n_embd=32)
 
 
 @pytest.mark.parametrize("impl", ["eager", "batched_mm", "grouped_mm"])
@@ -53,7 +39,8 @@ def test_mixtral_logits_match_transformers(impl):
         num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2, rms_norm_eps=1e-5, rope_theta=1e4,
         attn_implementation="eager", experts_implementation=impl)).eval()
     _randomise(hf)
-    ours = _ours_from_hf(hf, GPTConfig(**LLAMA, intermediate_size=48, n_experts=4, n_experts_per_token=2))
+    ours = _ours_from_hf(hf)
+    assert (ours.config.n_experts, ours.config.n_experts_per_token, ours.config.shared_expert_size) == (4, 2, 0)
     assert sum(p.numel() for p in ours.parameters()) == hf.num_parameters()
     x = torch.randint(0, 61, (2, 9), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -66,10 +53,10 @@ def test_qwen_moe_with_gated_shared_expert_logits_match_transformers():
         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, num_experts=6, num_experts_per_tok=3,
         norm_topk_prob=False, rms_norm_eps=1e-5, rope_theta=1e4, attn_implementation="eager")).eval()
     _randomise(hf)
-    cfg = GPTConfig(**{**LLAMA, "attn_bias": True}, attn_out_bias=False, intermediate_size=48, n_experts=6,
-                    n_experts_per_token=3, moe_intermediate_size=16, moe_norm_topk=False, shared_expert_size=40,
-                    shared_expert_gate=True)
-    ours = _ours_from_hf(hf, cfg)
+    ours = _ours_from_hf(hf)
+    c = ours.config
+    assert (c.n_experts, c.n_experts_per_token, c.expert_size, c.shared_expert_size, c.moe_norm_topk) == (6, 3, 16, 40, False)
+    assert c.attn_bias and c.attn_out_bias is False
     assert sum(p.numel() for p in ours.parameters()) == hf.num_parameters()
     x = torch.randint(0, 61, (2, 9), generator=torch.Generator().manual_seed(2))
     with torch.no_grad():

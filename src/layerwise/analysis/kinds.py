@@ -2,6 +2,18 @@
 
 Models written in layerwise declare this (``layerwise.roles``); for any other
 model it is inferred from the module's class, then from its qualified name.
+
+Definitions (the trace, ``layerwise.analysis.trace``, completes them from the data flow):
+
+- a weight layer is a module that applies learned maps (:func:`weight_layer_count`) or,
+  found by the trace, a product op whose operand is a parameter a module owns (bare
+  ``nn.Parameter`` MLPs, 3-D expert weights, a tied head used through a view);
+- a block is a repeated block's *application*: a child of a container with same-class
+  siblings (:func:`detect_blocks`), or a module the forward applied repeatedly
+  (:func:`blocks_from_applications`: ALBERT's one layer applied 12 times is 12 blocks);
+- an experts unit holds the routed experts of a mixture-of-experts layer
+  (:func:`detect_experts`); its kind is ``expert``, its gate's ``router``, and
+  ``top_k / num_experts`` of its parameters are active per token.
 """
 
 from __future__ import annotations

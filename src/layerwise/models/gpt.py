@@ -987,7 +987,8 @@ register_preset(
 register_preset(
     "moe-nano",
     "gpt",
-    description="tiny mixture of experts: 2 layers x 64, 4 experts of 96 (top-2) and a gated shared expert of 64",
+    description="tiny mixture of experts, Qwen-MoE style: 2 layers x 64, 4 experts of 96 (top-2), a gated shared "
+    "expert of 64, q/k/v biases",
     vocab_size=256,
     block_size=64,
     n_layer=2,
@@ -999,5 +1000,5 @@ register_preset(
     n_experts_per_token=2,
     shared_expert_size=64,
     shared_expert_gate=True,
-    **_LLAMA,
+    **{**_LLAMA, "attn_bias": True, "attn_out_bias": False},
 )
