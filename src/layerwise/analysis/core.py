@@ -7,7 +7,6 @@ by block, depths) → an :class:`Analysis` of plain data. Rendering lives in
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass, field
 from typing import Any
