@@ -134,7 +134,7 @@ def smollm2_lora(rounds: int = 2, n_batches: int = 3) -> dict:
     from layerwise.finetune import apply_strategy
     from layerwise.jobs.finetune import gpt_classifier_from_lm
     from layerwise.models.convert import gpt_config_to_hf, gpt_state_dict_to_hf
-    from layerwise.models.gguf import load_smollm2
+    from layerwise.pretrained import load_smollm2
 
     lm, _ = load_smollm2()
     torch.manual_seed(0)

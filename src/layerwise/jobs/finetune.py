@@ -93,7 +93,7 @@ def load_pretrained_classifier(model: str, num_labels: int, device: str = "cpu")
                                 classifier_pooling="mean")
         return net, load_tokenizer(minilm_l6_files()["tokenizer"])
     if model == "smollm2-135m":
-        from layerwise.models.gguf import load_smollm2
+        from layerwise.pretrained import load_smollm2
 
         lm, tok = load_smollm2(device=device)
         return gpt_classifier_from_lm(lm, num_labels), tok
