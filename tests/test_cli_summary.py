@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+import re
 import subprocess
 import sys
 
@@ -117,3 +118,102 @@ def test_console_script_exit_code_and_no_traceback(tmp_path):
     assert r.returncode == 2
     assert "Traceback" not in r.stderr
     assert r.stderr.strip() == "layerwise: error: broken:make: cannot import module 'broken': RuntimeError: boom at import"
+
+
+def _hf_config_file(tmp_path, name, cfg, arch):
+    d = cfg.to_dict()
+    d["architectures"] = [arch]
+    p = tmp_path / f"{name}.json"
+    p.write_text(json.dumps(d))
+    return p
+
+
+def _encoder_decoders():
+    import transformers as T
+
+    small = dict(d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4,
+                 encoder_ffn_dim=64, decoder_ffn_dim=64, vocab_size=100)
+    return {
+        "t5": (T.T5Config(d_model=32, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=4, d_kv=8, vocab_size=100),
+               "T5ForConditionalGeneration", (9, 13)),
+        "bart": (T.BartConfig(**small, max_position_embeddings=64), "BartForConditionalGeneration", (9, 13)),
+        "marian": (T.MarianConfig(**small, max_position_embeddings=64, decoder_start_token_id=0, pad_token_id=0),
+                   "MarianMTModel", (9, 13)),
+        "whisper": (T.WhisperConfig(**small, num_mel_bins=16, max_source_positions=30, max_target_positions=32,
+                                    pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1,
+                                    begin_suppress_tokens=None, suppress_tokens=None),
+                    "WhisperForConditionalGeneration", (10, 13)),
+    }
+
+
+@pytest.mark.parametrize("family", ["t5", "bart", "marian", "whisper"])
+def test_encoder_decoder_config_json_gets_decoder_inputs_and_both_depths(capsys, tmp_path, family):
+    cfg, arch, (enc, dec) = _encoder_decoders()[family]
+    p = _hf_config_file(tmp_path, family, cfg, arch)
+    code, out, _ = run(capsys, "summary", str(p), "--format", "json", "--seq-len", "8", "--decoder-seq-len", "5")
+    assert code == 0
+    doc = json.loads(out)
+    assert doc["input_shape"]["decoder_input_ids"] == [1, 5]
+    main = "input_features" if family == "whisper" else "input_ids"
+    assert doc["input_shape"][main] == ([1, 16, 60] if family == "whisper" else [1, 8])  # Whisper: 2 × 30 mel frames
+    parts = {p["part"]: (p["weight_depth"], p["block_depth"]) for p in doc["depth"]["parts"]}
+    assert parts == {"encoder": (enc, 2), "decoder": (dec, 2)}
+    code, out, _ = run(capsys, "summary", str(p), "--show-nesting", "0")
+    assert code == 0 and re.search(rf"encoder weight_depth\s+{enc}\s", out) and re.search(r"decoder block_depth\s+2\s", out)
+
+
+def test_decoder_seq_len_on_a_decoder_only_model_is_refused(capsys):
+    code, _, err = run(capsys, "summary", "gpt-nano", "--decoder-seq-len", "4")
+    assert code == 2 and err.startswith("layerwise: error: --decoder-seq-len:") and "not an encoder-decoder" in err
+
+
+def test_config_dtype_is_honoured_and_dtype_overrides_it(capsys, tmp_path):
+    import transformers as T
+
+    cfg = T.MixtralConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                          num_key_value_heads=2, vocab_size=100, num_local_experts=4, num_experts_per_tok=2,
+                          dtype="bfloat16")
+    p = _hf_config_file(tmp_path, "mixtral", cfg, "MixtralForCausalLM")
+    assert json.loads(p.read_text())["dtype"] == "bfloat16"
+    code, out, err = run(capsys, "summary", str(p), "--format", "json", "--seq-len", "16")
+    assert code == 0, err
+    doc = json.loads(out)
+    params = doc["totals"]["params"]
+    assert doc["totals"]["weight_bytes"] == 2 * params  # bf16 on meta, and grouped_mm did not crash
+    assert doc["totals"]["active_params"] < params and doc["totals"]["flops_forward"] > 0
+    code, out, _ = run(capsys, "summary", str(p), "--format", "json", "--dtype", "float32")
+    assert json.loads(out)["totals"]["weight_bytes"] == 4 * params
+    code, _, err = run(capsys, "summary", "gpt-nano", "--dtype", "int3")
+    assert code == 2 and "--dtype 'int3': expected one of float32, bfloat16, float16" in err
+
+
+def test_a_config_transformers_cannot_build_is_one_line(capsys, tmp_path):
+    p = tmp_path / "config.json"
+    p.write_text(json.dumps({"model_type": "whisper", "architectures": ["WhisperForConditionalGeneration"],
+                             "vocab_size": 10, "pad_token_id": 50, "d_model": 8, "encoder_attention_heads": 2,
+                             "decoder_attention_heads": 2}))
+    code, _, err = run(capsys, "summary", str(p))
+    assert code == 2 and err.count("\n") == 1
+    assert f"{p}: transformers cannot build WhisperForConditionalGeneration from this config" in err
+
+
+def test_a_failing_forward_prints_a_partial_report_then_one_error_line(capsys, tmp_path, monkeypatch):
+    (tmp_path / "broken_net.py").write_text(
+        "import torch.nn as nn\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.a, self.b, self.c = nn.Linear(8, 16), nn.Linear(16, 4), nn.Linear(5, 2)\n"
+        "    def forward(self, x):\n"
+        "        return self.c(self.b(self.a(x)))\n"
+        "def make():\n    return Net()\n")
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, "summary", "broken_net:make", "--input-shape", "3,8")
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("layerwise: error: input [3, 8] does not fit layer 'c' (Linear)")
+    lines = out.splitlines()
+    row = {ln.split()[0]: ln for ln in lines if ln.strip() and ln.split()[0] in ("a", "b", "c")}
+    assert "[3, 16]" in row["a"] and "[3, 4]" in row["b"]  # traced up to the failing layer
+    assert "✗" in row["c"] and "forward failed here; inputs [3, 4]" in row["c"]
+    assert re.search(r"Parameters \(each tensor once\)\s+224\n", out)  # the module tree's total: 144 + 68 + 12
+    assert "forward failed at c (Linear), inputs [3, 4]; rows after it were not traced" in out

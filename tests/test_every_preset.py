@@ -26,3 +26,7 @@ def test_every_preset_analyses_on_meta(name):
     assert a.depth.weight_depth >= 1 and a.totals.flops_forward > 0
     if preset.reference_params is not None:
         assert a.totals.params == preset.reference_params, f"{name}: {a.totals.params:,} vs {preset.reference_params:,}"
+    if preset.reference_active_params is not None:  # mixtures of experts: the parameters one token uses
+        assert a.totals.active_params == preset.reference_active_params
+    elif not a.kind("expert").params:
+        assert a.totals.active_params == a.totals.params

@@ -5,6 +5,7 @@
 then read the diff before committing it.
 """
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -43,4 +44,5 @@ def test_table_and_json_match_golden(preset):
     assert sum(k.params for k in a.by_kind) == a.totals.params
     _compare(f"{preset}.table.txt", table.render(a, explain=True))
     _compare(f"{preset}.kind.txt", table.render(a, by="kind"))
+    assert a.to_dict() == dataclasses.asdict(a)  # the fast to_dict is asdict's layout exactly
     _compare(f"{preset}.json", json.dumps(a.to_dict(), indent=1, sort_keys=True) + "\n")

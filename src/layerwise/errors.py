@@ -22,6 +22,28 @@ class InputShapeError(LayerwiseError):
     """An input does not fit the model (names the layer and the shapes)."""
 
 
+class ForwardFailure(LayerwiseError):
+    """A forward pass failed while the analysis traced it.
+
+    ``module`` (qualified name, "" for the model itself), ``module_cls`` and
+    ``input_shapes`` say where; ``partial`` is what was analysed before the failure
+    (an ``Analysis`` whose rows and totals come from the module tree), for a report
+    that shows how far the forward got.
+    """
+
+    def __init__(self, message: str, module: str = "", module_cls: str = "", input_shapes=None, partial=None):
+        super().__init__(message)
+        self.module, self.module_cls, self.input_shapes, self.partial = module, module_cls, input_shapes, partial
+
+
+class TracedInputError(ForwardFailure, InputShapeError):
+    """The model (or a torch op inside it) rejected the input: a user's input error."""
+
+
+class InternalError(ForwardFailure):
+    """layerwise's own tracing failed (a bug in layerwise, not in the model or the input)."""
+
+
 class LoadError(LayerwiseError):
     """A file or checkpoint could not be loaded (names the file and the problem)."""
 

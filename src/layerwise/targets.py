@@ -27,7 +27,21 @@ def _is_hf_config(data: dict) -> bool:
     return "model_type" in data or "architectures" in data
 
 
-def _hf_model(path: Path, data: dict, device: str) -> nn.Module:
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float16": torch.float16, "fp16": torch.float16, "half": torch.float16, "float": torch.float32}
+
+
+def parse_dtype(text: str | None, where: str = "--dtype") -> torch.dtype | None:
+    """'bf16' / 'bfloat16' / 'torch.bfloat16' -> torch.bfloat16; None -> None."""
+    if text is None:
+        return None
+    key = str(text).removeprefix("torch.").lower()
+    if key not in DTYPES:
+        raise ConfigError(f"{where} {text!r}: expected one of float32, bfloat16, float16 (or fp32, bf16, fp16)")
+    return DTYPES[key]
+
+
+def _hf_model(path: Path, data: dict, device: str, dtype: torch.dtype | None = None) -> nn.Module:
     try:
         import transformers
     except ImportError:
@@ -46,8 +60,21 @@ def _hf_model(path: Path, data: dict, device: str) -> nn.Module:
         if cls is not None:
             break
     cls = cls or transformers.AutoModel
-    with torch.device(device):
-        model = cls.from_config(config) if cls is transformers.AutoModel else cls(config)
+    # the weights' dtype: --dtype, else the config's own (``dtype``, formerly ``torch_dtype``)
+    declared = data.get("dtype") or data.get("torch_dtype")
+    if dtype is None and declared not in (None, "auto"):
+        dtype = parse_dtype(declared, where=f"{path}: dtype")
+    try:
+        with torch.device(device):
+            model = cls.from_config(config) if cls is transformers.AutoModel else cls(config)
+    except Exception as e:  # transformers validates the config while building: name the file
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ConfigError(f"{path}: transformers cannot build {getattr(cls, '__name__', cls)} from this config: "
+                          f"{type(e).__name__}{': ' + msg if msg else ''}") from None
+    if torch.device(device).type == "meta" and any(not t.is_meta for t in list(model.parameters()) + list(model.buffers())):
+        model = model.to("meta")  # tensors made by legacy constructors (torch.Tensor(n)) ignore the device context
+    if dtype is not None:
+        model = model.to(dtype=dtype)
     return model
 
 
@@ -72,21 +99,26 @@ def _factory(spec: str, device: str) -> nn.Module:
     return model
 
 
-def resolve(target: str, device: str = "meta", **overrides) -> Target:
-    """Build the model a TARGET names, on ``device`` (meta by default: no weight memory)."""
+def resolve(target: str, device: str = "meta", dtype: torch.dtype | None = None, **overrides) -> Target:
+    """Build the model a TARGET names, on ``device`` (meta by default: no weight memory).
+
+    ``dtype``: the weights' dtype (``--dtype``); by default a Hugging Face config's own
+    ``dtype``/``torch_dtype``, else float32."""
     from layerwise import models
 
     path = Path(target)
     if ":" in target and not path.exists() and not target.endswith((".json", ".toml")):
-        return Target(target.split(":")[-1], _factory(target, device), "factory")
+        model = _factory(target, device)
+        return Target(target.split(":")[-1], model.to(dtype=dtype) if dtype is not None else model, "factory")
     if target.endswith((".json", ".toml")) or path.is_file():
         from layerwise.models.base import read_config_file
 
         data = read_config_file(path)
         if _is_hf_config(data):
-            return Target(data.get("_name_or_path") or data.get("model_type") or path.stem, _hf_model(path, data, device), "hf-config")
-        return Target(path.stem, models.build(str(path), device=device, **overrides), "config")
-    model = models.build(target, device=device, **overrides)
+            return Target(data.get("_name_or_path") or data.get("model_type") or path.stem,
+                          _hf_model(path, data, device, dtype), "hf-config")
+        return Target(path.stem, models.build(str(path), device=device, dtype=dtype, **overrides), "config")
+    model = models.build(target, device=device, dtype=dtype, **overrides)
     return Target(target, model, "preset")
 
 
@@ -104,6 +136,19 @@ def parse_shape(text: str) -> list:
     return shapes if len(shapes) > 1 else shapes[0]
 
 
+def target_inputs(target: Target, input_shape=None, batch_size: int = 1, seq_len: int | None = None,
+                  decoder_seq_len: int | None = None):
+    """The inputs ``summary`` and ``plan`` run TARGET's model on: ``--input-shape`` zeros, or the
+    model's example inputs (an encoder-decoder's decoder ids included), or None."""
+    from layerwise.analysis.core import make_inputs
+    from layerwise.analysis.inputs import example_inputs
+
+    if input_shape is not None and target.source != "hf-config":
+        return make_inputs(target.model, input_shape)
+    return example_inputs(target.model, batch_size=batch_size, seq_len=seq_len, decoder_seq_len=decoder_seq_len,
+                          input_shape=input_shape)
+
+
 def analyze_target(
     target: str,
     input_shape=None,
@@ -111,13 +156,12 @@ def analyze_target(
     seq_len: int | None = None,
     device: str = "meta",
     trace_forward: bool = True,
+    decoder_seq_len: int | None = None,
+    dtype: torch.dtype | None = None,
 ):
     """Resolve TARGET and analyse it (see :func:`layerwise.analysis.analyze`)."""
     from layerwise.analysis import analyze
 
-    t = resolve(target, device=device)
-    inputs = None
-    if input_shape is None and not hasattr(t.model, "example_inputs") and t.source in ("hf-config",):
-        input_shape = [batch_size, seq_len or 128]
-    return analyze(t.model, inputs=inputs, input_shape=input_shape, batch_size=batch_size, seq_len=seq_len,
-                   name=t.name, trace_forward=trace_forward)
+    t = resolve(target, device=device, dtype=dtype)
+    inputs = target_inputs(t, input_shape, batch_size, seq_len, decoder_seq_len) if trace_forward else None
+    return analyze(t.model, inputs=inputs, name=t.name, trace_forward=trace_forward and inputs is not None)

@@ -58,6 +58,27 @@ def test_top_k_trains_exactly_the_last_blocks():
     assert any("tied" in note for note in rec.notes)
 
 
+def test_top_k_on_albert_trains_the_one_shared_layer_and_the_head_and_says_so():
+    """ALBERT applies one layer 12 times: those are its 12 blocks (the data flow says so; the
+    module tree holds one layer), so top-2 trains that layer and the classifier."""
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.AlbertConfig(hidden_size=32, num_hidden_layers=12, num_attention_heads=4, intermediate_size=64,
+                                    embedding_size=16, vocab_size=100, num_labels=3)
+    m = transformers.AlbertForSequenceClassification(cfg)
+    rec = apply_strategy(m, "top-2")
+    layer = m.albert.encoder.albert_layer_groups[0].albert_layers[0]
+    expected = sum(p.numel() for p in layer.parameters()) + sum(p.numel() for p in m.classifier.parameters())
+    assert rec.trainable == expected == m.num_parameters(only_trainable=True)
+    assert rec.trained_blocks == ["albert.encoder.albert_layer_groups.0.albert_layers.0"]
+    assert "last 2 of 12 blocks train" in rec.steps[-1]
+    assert any("is one module applied as 12 of the 12 blocks" in n for n in rec.notes)
+    a = analyze(m, input_shape=(1, 8))
+    assert a.depth.block_depth == a.depth.blocks == 12 and a.depth.block_modules == 1
+    assert any("12 of the blocks are applications of one module" in n for n in a.notes)
+    with pytest.raises(ConfigError, match="top-13: the model has only 12 blocks"):
+        apply_strategy(transformers.AlbertForSequenceClassification(cfg), "top-13")
+
+
 def test_bitfit_trains_biases_and_head_only():
     m = bert_cls()
     apply_strategy(m, "bitfit")

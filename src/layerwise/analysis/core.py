@@ -7,7 +7,6 @@ by block, depths) → an :class:`Analysis` of plain data. Rendering lives in
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,9 +15,11 @@ import torch
 from torch import nn
 
 from layerwise.analysis.formulas import formula
-from layerwise.analysis.kinds import assign_kinds, detect_blocks, weight_layer_count
-from layerwise.analysis.trace import ModuleTrace, trace
-from layerwise.errors import LayerwiseError
+from layerwise.analysis.kinds import (
+    assign_kinds, blocks_from_applications, detect_blocks, detect_experts, encoder_decoder_parts, weight_layer_count,
+)
+from layerwise.analysis.trace import ModuleTrace, TraceFailure, TraceResult, trace
+from layerwise.errors import ForwardFailure, InternalError, LayerwiseError, TracedInputError
 from layerwise.roles import KINDS
 
 
@@ -75,6 +76,7 @@ class BlockRow:
     trainable: int
     share: float
     flops: int
+    applications: int = 1  # times the forward ran it (ALBERT's one shared layer: 12)
 
 
 @dataclass
@@ -94,11 +96,17 @@ class Totals:
     keras_params: int  # BatchNorm moving mean/variance counted as non-trainable params, as Keras does
     keras_trainable: int
     keras_non_trainable: int
-    flops_forward: int
+    flops_forward: int  # what the forward runs: under top-k routing, each token's k experts only
     flops_train: int
     attention_flops: int
     causal_masked_flops: int  # part of attention_flops a causal kernel could skip
     weight_bytes: int
+    # Mixture of experts: the parameters one token uses (each experts unit counts
+    # top_k / num_experts of its parameters; everything else counts whole) and the
+    # forward FLOPs if every token ran through every expert. Equal to params and
+    # flops_forward for a dense model.
+    active_params: int = 0
+    dense_flops_forward: int = 0
 
 
 @dataclass
@@ -109,7 +117,18 @@ class Depth:
     max_channel_depth: int | None  # widest conv feature map (channels)
     channel_depths: list[dict] = field(default_factory=list)  # per conv layer, in forward order
     weight_layers: int = 0  # all weight layers in the model (on any path)
-    blocks: int = 0  # all repeated blocks
+    blocks: int = 0  # block applications in the forward (without a trace: block modules)
+    block_modules: int = 0  # distinct block modules (fewer than blocks when one is applied repeatedly)
+    # encoder-decoder models: the depths inside each part, counted from the part's own inputs
+    parts: list[PartDepth] = field(default_factory=list)
+
+
+@dataclass
+class PartDepth:
+    part: str  # "encoder" | "decoder"
+    module: str  # its qualified name
+    weight_depth: int
+    block_depth: int
 
 
 @dataclass
@@ -124,6 +143,9 @@ class Analysis:
     input_shape: Any
     output_shape: Any
     traced: bool
+    notes: list[str] = field(default_factory=list)  # what a reader should know (shared blocks, unknown top-k)
+    # when the forward failed: where ({"module", "cls", "input_shapes", "error"}); rows after it were not traced
+    failure: dict | None = None
 
     def row(self, name: str) -> LayerRow:
         for r in self.rows:
@@ -138,7 +160,18 @@ class Analysis:
         return KindRow(kind, 0, 0, 0, 0.0, 0, 0)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """Plain data (``dataclasses.asdict``'s layout), built field by field: asdict's deep copy of
+        a 400B model's 1,900 rows takes longer than its whole analysis. Lists inside (shapes,
+        notes) are the analysis' own: copy before changing them."""
+        d = dict(self.__dict__)
+        d["rows"] = [dict(r.__dict__) for r in self.rows]
+        d["totals"] = dict(self.totals.__dict__)
+        d["depth"] = {**self.depth.__dict__, "parts": [dict(p.__dict__) for p in self.depth.parts],
+                      "channel_depths": [dict(c) for c in self.depth.channel_depths]}
+        d["by_kind"] = [dict(k.__dict__) for k in self.by_kind]
+        d["by_block"] = [dict(b.__dict__) for b in self.by_block]
+        d["shared"] = [dict(x.__dict__) for x in self.shared]
+        return d
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent)
@@ -192,9 +225,99 @@ def analyze(
         inputs = make_inputs(model, input_shape, input_dtype)
     if inputs is None and trace_forward:
         inputs = default_inputs(model, batch_size, seq_len)
+    model_name = name or type(model).__name__
     block_ids = detect_blocks(model)
-    tr = trace(model, inputs, block_ids) if (trace_forward and inputs is not None) else None
-    return _aggregate(model, tr, block_ids, name or type(model).__name__, inputs)
+    parts = encoder_decoder_parts(model)
+    scopes = {id(m): part for part, (n, m) in parts.items()}
+    tr = None
+    if trace_forward and inputs is not None:
+        tr = _trace(model, inputs, block_ids, scopes, model_name)
+        # blocks are applications: a module the forward ran repeatedly is one block per run
+        extra = blocks_from_applications(model, {n: t.calls for n, t in tr.modules.items()}, block_ids)
+        if extra:
+            block_ids = block_ids | extra
+            tr = _trace(model, inputs, block_ids, scopes, model_name)
+    a = _aggregate(model, tr, block_ids, model_name, inputs)
+    a.depth.parts = [PartDepth(part, n, *tr.parts.get(part, (0, 0))) for part, (n, _) in parts.items()] if tr else []
+    return a
+
+
+def block_applications(model: nn.Module, inputs=None, batch_size: int = 1,
+                       seq_len: int | None = None) -> list[tuple[str, nn.Module]]:
+    """Every application of a repeated block in one forward, in order, as (name, module).
+
+    Blocks come from the data flow: one layer applied twelve times (ALBERT) is twelve
+    entries of the same module. The forward runs on a meta copy of ``model`` (the model
+    itself is not touched) with ``inputs`` or its example inputs; [] when there are none
+    or the forward fails.
+    """
+    from layerwise.analysis.inputs import example_inputs, meta_copy
+
+    m = meta_copy(model)
+    if inputs is None:
+        inputs = example_inputs(m, batch_size=batch_size, seq_len=seq_len)
+    else:
+        inputs = torch.utils._pytree.tree_map(
+            lambda x: torch.empty_like(x, device="meta") if isinstance(x, torch.Tensor) else x, inputs)
+    if inputs is None:
+        return []
+    static = detect_blocks(m)
+    try:
+        tr = trace(m, inputs, static)
+        extra = blocks_from_applications(m, {n: t.calls for n, t in tr.modules.items()}, static)
+        if extra:
+            tr = trace(m, inputs, static | extra)
+    except TraceFailure:
+        return []
+    by_name = dict(model.named_modules())
+    return [(n, by_name[n]) for n in tr.block_calls]
+
+
+def _trace(model: nn.Module, inputs, block_ids: set[int], scopes: dict[int, str], model_name: str) -> TraceResult:
+    """``trace``, with a failure turned into a one-line error that carries the partial analysis."""
+    try:
+        return trace(model, inputs, block_ids, scopes)
+    except TraceFailure as f:
+        raise _failure_error(model, f, block_ids, model_name, inputs) from None
+
+
+def _failure_error(model: nn.Module, f: TraceFailure, block_ids, model_name: str, inputs) -> ForwardFailure:
+    given = _input_shape(inputs)
+    if isinstance(given, list) and len(given) == 1 and isinstance(given[0], list):
+        given = given[0]
+    layer = f.stack[-1] if f.stack else ""
+    mod = dict(model.named_modules()).get(layer)
+    cls = type(mod).__name__ if mod is not None else type(model).__name__
+    where = f"layer '{layer}' ({cls})" if layer else f"the model's own forward ({type(model).__name__})"
+    err = f.error
+    msg = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    msg = f"{type(err).__name__}: {msg}" if msg else type(err).__name__
+    t = f.result.modules.get(layer)
+    layer_inputs = t.input_shapes if t else None
+    if f.internal:
+        text = (f"internal tracing failure in layerwise (a bug in layerwise, not in the model or the input) "
+                f"at {where}, {f.op}: {msg}")
+        cls_err = InternalError
+    elif _needs_values(inputs, msg):
+        text = (f"{where} needs tensor values, which the meta device does not have ({f.op or 'forward'}: {msg}); "
+                "analyse it on a real device (--device cpu) with a small config")
+        cls_err = ForwardFailure
+    elif f.op is not None:
+        text = f"input {given} does not fit {where}: {f.op} got tensors of shapes {f.shapes}: {msg}"
+        cls_err = TracedInputError
+    else:
+        text = f"input {given} does not fit {where}: {msg}"
+        cls_err = TracedInputError
+    partial = _aggregate(model, f.result, block_ids, model_name, inputs)
+    partial.failure = {"module": layer, "cls": cls, "input_shapes": layer_inputs, "error": text}
+    return cls_err(text, module=layer, module_cls=cls, input_shapes=layer_inputs, partial=partial)
+
+
+def _needs_values(inputs, msg: str) -> bool:
+    from layerwise.analysis.trace import _tensors
+
+    on_meta = any(t.device.type == "meta" for t in _tensors(inputs, []))
+    return on_meta and "meta" in msg.lower()
 
 
 def _aggregate(model: nn.Module, tr, block_ids: set[int], model_name: str, inputs) -> Analysis:
@@ -206,6 +329,12 @@ def _aggregate(model: nn.Module, tr, block_ids: set[int], model_name: str, input
     by_name: dict[str, LayerRow] = {}
     last_wl = tr.call_order[-1] if tr and tr.call_order else None
     kinds = assign_kinds(model, block_ids, last_wl)
+    experts = detect_experts(model)
+    unit_of: dict[str, str] = {}  # module path -> the experts unit it belongs to
+    for qname, _ in model.named_modules(remove_duplicate=False):
+        for u in experts:
+            if qname == u or qname.startswith(u + "."):
+                unit_of[qname] = u
 
     for qname, m in model.named_modules(remove_duplicate=False):
         level = 0 if qname == "" else qname.count(".") + 1
@@ -215,9 +344,17 @@ def _aggregate(model: nn.Module, tr, block_ids: set[int], model_name: str, input
         reuse_of = first_path.get(id(m))
         if reuse_of is None:
             first_path[id(m)] = qname
+        t0 = traces.get(qname)
+        if not wl and t0 is not None and t0.functional_weights:
+            # parameters this module owns that the forward multiplied by (bare nn.Parameters):
+            # one weight layer each, one per expert for a stack of expert matrices
+            unit = experts.get(unit_of.get(qname, ""))
+            for pname in t0.functional_weights:
+                p = getattr(m, pname)
+                wl += unit.num_experts if (unit and p.dim() == 3 and p.shape[0] == unit.num_experts) else 1
         own, own_tr, raw = 0, 0, 0
         row_shared: list[str] = []
-        for pname, p in m.named_parameters(recurse=False):
+        for pname, p in ((k, v) for k, v in m._parameters.items() if v is not None):  # own parameters only
             n = p.numel()
             raw += n
             full = f"{qname}.{pname}" if qname else pname
@@ -228,7 +365,7 @@ def _aggregate(model: nn.Module, tr, block_ids: set[int], model_name: str, input
             first_owner[id(p)] = full
             own += n
             own_tr += n if p.requires_grad else 0
-        buffers = sum(b.numel() for _, b in m.named_buffers(recurse=False)) if reuse_of is None else 0
+        buffers = sum(b.numel() for b in m._buffers.values() if b is not None) if reuse_of is None else 0
         f = formula(m)
         t = traces.get(first_path[id(m)])
         row = LayerRow(
@@ -307,6 +444,18 @@ def _aggregate(model: nn.Module, tr, block_ids: set[int], model_name: str, input
         causal_masked_flops=causal,
         weight_bytes=sum(p.numel() * p.element_size() for p in unique_params.values()),
     )
+    notes: list[str] = []
+    inactive = dense_extra = 0
+    for u in experts.values():
+        r = by_name[u.name]
+        if u.top_k is None:
+            notes.append(f"{u.name}: {u.num_experts} experts, but the model does not say how many each token uses; "
+                         "all counted as active")
+            continue
+        inactive += r.params_total * (u.num_experts - u.top_k) // u.num_experts
+        dense_extra += r.flops_total * (u.num_experts - u.top_k) // u.top_k
+    totals.active_params = total - inactive
+    totals.dense_flops_forward = totals.flops_forward + dense_extra
 
     by_kind = _by_kind(rows, total, {r.name for r in rows if _counts_as_weight_layer(r, by_name)})
     by_block = _by_block(rows, total)
@@ -332,8 +481,18 @@ def _aggregate(model: nn.Module, tr, block_ids: set[int], model_name: str, input
         max_channel_depth=max((c["out_channels"] for c in channel), default=None),
         channel_depths=channel,
         weight_layers=sum(r.weight_layers for r in rows if _counts_as_weight_layer(r, by_name)),
-        blocks=sum(1 for r in rows if r.is_block and r.reuse_of is None),
+        blocks=len(tr.block_calls) + tr.rnn_layer_blocks if tr else sum(1 for r in rows if r.is_block and r.reuse_of is None),
+        block_modules=sum(1 for r in rows if r.is_block and r.reuse_of is None),
     )
+    applied = {}
+    for n in (tr.block_calls if tr else []):
+        applied[n] = applied.get(n, 0) + 1
+    for n, c in applied.items():
+        if c > 1:
+            notes.append(f"{c} of the blocks are applications of one module, {n}: its parameters are counted once "
+                         "and training it trains every application")
+    for b in by_block:
+        b.applications = applied.get(b.name, 1) if b.is_block else 1
     return Analysis(
         model=model_name,
         rows=rows,
@@ -345,6 +504,7 @@ def _aggregate(model: nn.Module, tr, block_ids: set[int], model_name: str, input
         input_shape=_input_shape(inputs),
         output_shape=tr.output_shape if tr else None,
         traced=tr is not None,
+        notes=notes,
     )
 
 
@@ -389,25 +549,33 @@ def _by_kind(rows: list[LayerRow], total: int, counted: set[str]) -> list[KindRo
     return out
 
 
+def _prefixes(name: str) -> list[str]:
+    parts = name.split(".") if name else []
+    return [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
+
+
 def _by_block(rows: list[LayerRow], total: int) -> list[BlockRow]:
     """Each repeated block, and each top-level part outside the blocks."""
     blocks = [r for r in rows if r.is_block and r.reuse_of is None]
-    block_names = [b.name for b in blocks]
+    holds_block = {p for b in blocks for p in _prefixes(b.name)}  # a block or an ancestor of one
     out: list[BlockRow] = []
     covered: set[str] = set()
     for b in blocks:
-        if any(b.name.startswith(o + ".") for o in covered):
+        if any(p in covered for p in _prefixes(b.name)[:-1]):
             continue
         covered.add(b.name)
+
+    def group(name: str) -> str:  # the coarsest ancestor of ``name`` that contains no block
+        return next((p for p in _prefixes(name) if p not in holds_block), name)
+
     # parts outside blocks: parameters of rows not inside any block, grouped by top-level child
     outside: dict[str, list[int]] = {}
     for r in rows:
         if not r.params and not r.flops:
             continue
-        if any(r.name == n or r.name.startswith(n + ".") for n in covered):
+        if any(p in covered for p in _prefixes(r.name)):
             continue
-        top = _outside_group(r.name, block_names)
-        a = outside.setdefault(top, [0, 0, 0])
+        a = outside.setdefault(group(r.name), [0, 0, 0])
         a[0] += r.params
         a[1] += r.trainable
         a[2] += r.flops
@@ -416,7 +584,7 @@ def _by_block(rows: list[LayerRow], total: int) -> list[BlockRow]:
         if r.name in covered:
             out.append(BlockRow(r.name, r.cls, True, r.params_total, r.trainable_total,
                                 r.params_total / total if total else 0.0, r.flops_total))
-        g = _outside_group(r.name, block_names)
+        g = group(r.name)
         if g in outside and g not in seen_outside and (r.name == g):
             seen_outside.add(g)
             p, t, f = outside[g]
@@ -425,13 +593,3 @@ def _by_block(rows: list[LayerRow], total: int) -> list[BlockRow]:
         if g not in seen_outside:
             out.append(BlockRow(g or "(model)", "", False, p, t, p / total if total else 0.0, f))
     return out
-
-
-def _outside_group(name: str, block_names: list[str]) -> str:
-    """The coarsest ancestor of ``name`` that contains no block (its own group)."""
-    parts = name.split(".") if name else []
-    for i in range(1, len(parts) + 1):
-        prefix = ".".join(parts[:i])
-        if not any(b == prefix or b.startswith(prefix + ".") for b in block_names):
-            return prefix
-    return name

@@ -7,11 +7,13 @@ from pathlib import Path
 
 from layerwise.commands import nonnegative_int, positive_int
 
+
 def run(args) -> int:
     from layerwise.devices import check_device_name, resolve_device
+    from layerwise.errors import ForwardFailure
     from layerwise.io import PLOT_SUFFIXES, TEXT_SUFFIXES, check_output_file
     from layerwise.report import table
-    from layerwise.targets import analyze_target, parse_shape
+    from layerwise.targets import analyze_target, parse_dtype, parse_shape
 
     # every output is checked before any work is done
     if check_device_name(args.device) != "meta":
@@ -25,46 +27,30 @@ def run(args) -> int:
 
         check_run(args.out_dir, "summary", overwrite=args.overwrite)
     shape = parse_shape(args.input_shape) if args.input_shape else None
+    dtype = parse_dtype(args.dtype)
     from layerwise.jobs.summary import analyze_finetuned, is_run_dir
 
     analyses, notes = [], []
     for t in args.targets:
-        if args.strategy or is_run_dir(t):
-            a, n = analyze_finetuned(t, strategy=args.strategy, lora_targets=args.targets_lora.split(",") if args.targets_lora
-                                     else None, input_shape=shape, batch_size=args.batch_size, seq_len=args.seq_len,
-                                     device=args.device)
-            analyses.append(a)
-            notes += [f"note: {a.model}: {line}" for line in n]
-        else:
-            analyses.append(analyze_target(t, input_shape=shape, batch_size=args.batch_size, seq_len=args.seq_len,
-                                           device=args.device))
-    out = []
-    if args.format == "json":
-        import json
-
-        docs = [a.to_dict() for a in analyses]
-        out.append(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2))
-    elif args.format == "csv":
-        out += [table.render_csv(a, by=args.by) for a in analyses]
-    elif args.format == "md":
-        out += [table.render_markdown(a, by=args.by, max_nesting=args.show_nesting) for a in analyses]
-    elif args.keras:
-        out += [table.render_keras(a) for a in analyses]
-    elif len(analyses) > 1:
-        out.append(table.render_comparison(analyses))
-        if args.explain or args.by != "layer":
-            out += [table.render(a, by=args.by, max_nesting=args.show_nesting, explain=args.explain) for a in analyses]
-    else:
-        out.append(table.render(analyses[0], by=args.by, max_nesting=args.show_nesting, explain=args.explain))
-    text = "\n".join(o.rstrip("\n") for o in out) + "\n"
+        try:
+            if args.strategy or is_run_dir(t):
+                lora = args.targets_lora.split(",") if args.targets_lora else None
+                a, n = analyze_finetuned(t, strategy=args.strategy, lora_targets=lora, input_shape=shape,
+                                         batch_size=args.batch_size, seq_len=args.seq_len, device=args.device)
+                analyses.append(a)
+                notes += [f"note: {a.model}: {line}" for line in n]
+            else:
+                analyses.append(analyze_target(t, input_shape=shape, batch_size=args.batch_size, seq_len=args.seq_len,
+                                               device=args.device, decoder_seq_len=args.decoder_seq_len, dtype=dtype))
+        except ForwardFailure as e:
+            if e.partial is not None:
+                # what the forward got through, and the module tree's rows and totals; the error line follows
+                _write(args, _render(args, [e.partial], table), partial=True)
+            raise
+    text = _render(args, analyses, table)
     if notes and args.format in ("table", "md"):
         text += "\n".join(notes) + "\n"
-    if args.output:
-        from layerwise.io import atomic_write_text
-
-        atomic_write_text(Path(args.output), text)
-    else:
-        sys.stdout.write(text)
+    _write(args, text)
     if args.out_dir:
         from layerwise.report.runs import write_summary_dir
         from layerwise.rundir import open_run
@@ -83,6 +69,35 @@ def run(args) -> int:
     return 0
 
 
+def _write(args, text: str, partial: bool = False) -> None:
+    if args.output and not partial:
+        from layerwise.io import atomic_write_text
+
+        atomic_write_text(Path(args.output), text)
+    else:  # a partial report goes to the terminal, never over a complete one
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+
+def _render(args, analyses, table) -> str:
+    out = []
+    if args.format == "json":
+        out.append(table.render_json(analyses))
+    elif args.format == "csv":
+        out += [table.render_csv(a, by=args.by) for a in analyses]
+    elif args.format == "md":
+        out += [table.render_markdown(a, by=args.by, max_nesting=args.show_nesting) for a in analyses]
+    elif args.keras:
+        out += [table.render_keras(a) for a in analyses]
+    elif len(analyses) > 1:
+        out.append(table.render_comparison(analyses))
+        if args.explain or args.by != "layer":
+            out += [table.render(a, by=args.by, max_nesting=args.show_nesting, explain=args.explain) for a in analyses]
+    else:
+        out.append(table.render(analyses[0], by=args.by, max_nesting=args.show_nesting, explain=args.explain))
+    return "\n".join(o.rstrip("\n") for o in out) + "\n"
+
+
 def register(sub) -> None:
     s = sub.add_parser("summary", help="per-layer parameters, kinds, depths and FLOPs of one or more models")
     s.add_argument("targets", nargs="+", metavar="TARGET",
@@ -90,7 +105,12 @@ def register(sub) -> None:
                         "or a run directory (the model as trained, fine-tuned rows frozen or trainable)")
     s.add_argument("--input-shape", help="input shape, e.g. 1,3,224,224 (token ids for models that start with an embedding)")
     s.add_argument("--batch-size", type=positive_int, default=1)
-    s.add_argument("--seq-len", type=positive_int, default=None, help="sequence length for language models")
+    s.add_argument("--seq-len", type=positive_int, default=None,
+                   help="sequence length for language models (an encoder-decoder's encoder)")
+    s.add_argument("--decoder-seq-len", type=positive_int, default=None,
+                   help="decoder sequence length of an encoder-decoder (T5, BART, Marian, Whisper); default --seq-len")
+    s.add_argument("--dtype", default=None, metavar="DTYPE",
+                   help="weights' dtype: float32, bfloat16 or float16 (default: the config's own dtype, else float32)")
     s.add_argument("--by", choices=["layer", "kind", "block"], default="layer")
     s.add_argument("--show-nesting", type=nonnegative_int, default=None, metavar="N",
                    help="display module-tree rows down to nesting level N (a display limit, not network depth)")

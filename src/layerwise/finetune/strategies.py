@@ -98,8 +98,26 @@ def head_modules(model: nn.Module, kinds: dict[str, str] | None = None) -> list[
 
 
 def ordered_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The repeated blocks in forward order. Blocks are applications: a module the forward
+    applies several times (ALBERT's one shared layer) appears once per application, found
+    by running the forward on a meta copy when the module tree shows no repeated blocks."""
     ids = detect_blocks(model)
-    return [(n, m) for n, m in model.named_modules() if id(m) in ids]
+    if ids:
+        return [(n, m) for n, m in model.named_modules() if id(m) in ids]
+    from layerwise.analysis.core import block_applications
+
+    return block_applications(model)
+
+
+def _shared_block_note(blocks: list[tuple[str, nn.Module]], chosen: list[tuple[str, nn.Module]]) -> list[str]:
+    """Say so when the chosen blocks are applications of fewer modules than blocks."""
+    notes = []
+    for name in dict.fromkeys(n for n, _ in chosen):
+        runs = sum(1 for n, _ in blocks if n == name)
+        if runs > 1:
+            notes.append(f"{name} is one module applied as {runs} of the {len(blocks)} blocks: training it "
+                         f"trains all {runs} applications")
+    return notes
 
 
 def _tied_note(model: nn.Module, names: list[str]) -> list[str]:
@@ -157,7 +175,7 @@ def adapter_target_modules(model: nn.Module, kinds: dict[str, str] | None = None
     if not blocks:
         raise ConfigError("adapter: the model has no repeated blocks (transformer layers) to put adapters in")
     chosen = []
-    for bname, block in blocks:
+    for bname, block in dict.fromkeys(blocks):  # a block module applied repeatedly gets its adapters once
         for kind in ("attention", "mlp"):
             last = None
             for n, m in block.named_modules():
@@ -210,6 +228,7 @@ def _apply_top(c: _Applying, step: Step) -> None:
     if k > len(blocks):
         raise ConfigError(f"top-{k}: the model has only {len(blocks)} blocks")
     chosen = blocks[-k:]
+    c.record.notes += _shared_block_note(blocks, chosen)
     heads = head_modules(model, c.kinds)
     for _, m in chosen + heads:
         _set(m.parameters(), True)
@@ -220,8 +239,8 @@ def _apply_top(c: _Applying, step: Step) -> None:
     for n in after:
         if c.kinds.get(n) == "norm" and not n.startswith(last_block + "."):
             _set(model.get_submodule(n).parameters(), True)
-    c.record.trained_blocks = [n for n, _ in chosen]
-    c.record.steps.append(f"last {k} of {len(blocks)} blocks train ({', '.join(n for n, _ in chosen)}) and the head")
+    c.record.trained_blocks = list(dict.fromkeys(n for n, _ in chosen))
+    c.record.steps.append(f"last {k} of {len(blocks)} blocks train ({', '.join(c.record.trained_blocks)}) and the head")
     c.record.notes += _tied_note(model, [n for n, _ in heads])
 
 

@@ -1,4 +1,5 @@
-"""Hugging Face <-> layerwise conversion for decoder-only checkpoints (GPT-2 and Llama).
+"""Hugging Face <-> layerwise conversion for decoder-only checkpoints (GPT-2, Llama, and the
+mixtures of experts Mixtral and Qwen2-MoE).
 
 - :func:`gpt_config_from_hf` / :func:`gpt_config_to_hf`: a ``config.json`` dict
   (``model_type`` "gpt2" or "llama") to a :class:`~layerwise.models.gpt.GPTConfig` and back.
@@ -22,7 +23,7 @@ import torch
 from layerwise.errors import ConfigError, LoadError
 from layerwise.models.gpt import GPT, GPTConfig
 
-HF_MODEL_TYPES = ("gpt2", "llama")
+HF_MODEL_TYPES = ("gpt2", "llama", "mixtral", "qwen2_moe")
 
 # GPT-2 keeps these Linear-like weights in transformers' Conv1D, shape (in, out).
 _GPT2_CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
@@ -30,6 +31,8 @@ _GPT2_CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "
 _IGNORED = {
     "gpt2": re.compile(r"\.attn\.(bias|masked_bias)$"),
     "llama": re.compile(r"\.rotary_emb\.inv_freq$"),
+    "mixtral": re.compile(r"\.rotary_emb\.inv_freq$"),
+    "qwen2_moe": re.compile(r"\.rotary_emb\.inv_freq$"),
 }
 # Module paths inside layer i: ours (transformer.h.i.*) and Llama's (model.layers.i.*).
 _LLAMA_LAYER_NAMES = (
@@ -42,6 +45,14 @@ _LLAMA_LAYER_NAMES = (
     ("mlp.gate_proj", "mlp.gate_proj"),
     ("mlp.up_proj", "mlp.up_proj"),
     ("mlp.down_proj", "mlp.down_proj"),
+)
+# A mixture-of-experts layer: the router is transformers' ``gate``; the 3-D expert weights
+# (gate_up_proj, down_proj) and the shared expert keep their names.
+_MOE_LAYER_NAMES = tuple(p for p in _LLAMA_LAYER_NAMES if not p[0].startswith("mlp.")) + (
+    ("mlp.router", "mlp.gate"),
+    ("mlp.experts", "mlp.experts"),
+    ("mlp.shared_expert_gate", "mlp.shared_expert_gate"),
+    ("mlp.shared_expert", "mlp.shared_expert"),
 )
 _LLAMA_TOP_NAMES = (
     ("transformer.wte", "model.embed_tokens"),
@@ -83,6 +94,8 @@ def gpt_config_from_hf(hf_config: Mapping[str, Any]) -> GPTConfig:
         return _gpt2_config(hf_config)
     if model_type == "llama":
         return _llama_config(hf_config)
+    if model_type in ("mixtral", "qwen2_moe"):
+        return _moe_config(hf_config, model_type)
     raise ConfigError(
         f"Hugging Face config: model_type {model_type!r} is not supported; expected one of {', '.join(HF_MODEL_TYPES)}"
     )
@@ -190,8 +203,71 @@ def _llama_config(hf: Mapping[str, Any]) -> GPTConfig:
     )
 
 
+def _moe_config(hf: Mapping[str, Any], model_type: str) -> GPTConfig:
+    qwen = model_type == "qwen2_moe"
+    get = _getter(hf, model_type, {**_LLAMA_DEFAULTS, "qkv_bias": True, "norm_topk_prob": False,
+                                   "decoder_sparse_step": 1, "mlp_only_layers": [], "use_sliding_window": False,
+                                   "sliding_window": None})
+    if get("hidden_act") != "silu":
+        raise _unsupported(model_type, "hidden_act", get("hidden_act"), "'silu' (SwiGLU experts)")
+    if qwen and (get("decoder_sparse_step") != 1 or get("mlp_only_layers")):
+        raise _unsupported(model_type, "decoder_sparse_step/mlp_only_layers",
+                           (get("decoder_sparse_step"), get("mlp_only_layers")), "1 and [] (experts in every layer)")
+    if get("sliding_window") and (not qwen or get("use_sliding_window")):
+        raise _unsupported(model_type, "sliding_window", get("sliding_window"), "none (full attention)")
+    hidden, heads = int(get("hidden_size")), int(get("num_attention_heads"))
+    head_dim, kv_heads = get("head_dim"), get("num_key_value_heads")
+    fields: dict[str, Any] = dict(
+        vocab_size=int(get("vocab_size")),
+        block_size=int(get("max_position_embeddings")),
+        n_layer=int(get("num_hidden_layers")),
+        n_head=heads,
+        n_kv_head=None if kv_heads is None or int(kv_heads) == heads else int(kv_heads),
+        n_embd=hidden,
+        head_dim=None if head_dim is None or int(head_dim) * heads == hidden else int(head_dim),
+        intermediate_size=int(get("intermediate_size")),
+        mlp="swiglu", norm="rmsnorm", norm_eps=float(get("rms_norm_eps")), pos_embedding="rope",
+        **_llama_rope(hf, get), attn_qkv="separate", mlp_bias=False,
+        tie_embeddings=bool(get("tie_word_embeddings")), dropout=float(get("attention_dropout")),
+    )
+    if qwen:
+        qkv_bias = bool(get("qkv_bias"))
+        fields.update(attn_bias=qkv_bias, attn_out_bias=False if qkv_bias else None,
+                      n_experts=int(get("num_experts")), n_experts_per_token=int(get("num_experts_per_tok")),
+                      moe_intermediate_size=(None if int(get("moe_intermediate_size")) == int(get("intermediate_size"))
+                                             else int(get("moe_intermediate_size"))),
+                      moe_norm_topk=bool(get("norm_topk_prob")),
+                      shared_expert_size=int(get("shared_expert_intermediate_size")), shared_expert_gate=True)
+    else:
+        fields.update(attn_bias=False, n_experts=int(get("num_local_experts")),
+                      n_experts_per_token=int(get("num_experts_per_tok")))
+    return GPTConfig(**fields)
+
+
 def hf_model_type(config: GPTConfig) -> str:
-    """The Hugging Face architecture that computes the same function as config: "gpt2" or "llama"."""
+    """The Hugging Face architecture that computes the same function as config: "gpt2",
+    "llama", "mixtral" (experts, no shared expert) or "qwen2_moe" (a gated shared expert)."""
+    if config.n_experts:
+        shared = config.shared_expert_size > 0
+        model_type = "qwen2_moe" if shared else "mixtral"
+        out_bias = config.attn_bias if config.attn_out_bias is None else config.attn_out_bias
+        needs = {"norm": config.norm == "rmsnorm", "pos_embedding": config.pos_embedding == "rope",
+                 "mlp_bias": not config.mlp_bias, "attn_qkv": config.attn_qkv == "separate"}
+        if shared:
+            needs.update(shared_expert_gate=config.shared_expert_gate, attn_out_bias=not out_bias)
+        else:
+            needs.update(moe_norm_topk=config.moe_norm_topk, attn_bias=not config.attn_bias,
+                         moe_intermediate_size=config.moe_intermediate_size in (None, config.ffn_size))
+        unmet = [field for field, ok in needs.items() if not ok]
+        if unmet:
+            values = ", ".join(f"{f}={getattr(config, f)!r}" for f in unmet)
+            raise ConfigError(f"GPTConfig: no Hugging Face equivalent for a mixture of experts with {values} "
+                              "(mixtral: no biases, top-k renormalised; qwen2_moe: a gated shared expert, "
+                              "q/k/v biases or none, no output bias)")
+        return model_type
+    if config.attn_out_bias is not None and config.attn_out_bias != config.attn_bias:
+        raise ConfigError(f"GPTConfig: no Hugging Face equivalent for attn_out_bias={config.attn_out_bias!r} "
+                          f"with attn_bias={config.attn_bias!r} in a dense model")
     if config.pos_embedding == "learned":
         model_type = "gpt2"
         needs = {
@@ -235,6 +311,8 @@ def gpt_config_to_hf(config: GPTConfig) -> dict[str, Any]:
             "embd_pdrop": config.dropout,
             "attn_pdrop": config.dropout,
         }
+    if model_type in ("mixtral", "qwen2_moe"):
+        return _moe_config_to_hf(config, model_type)
     rope_scaling = None
     if config.rope_scaling == "llama3":
         rope_scaling = {
@@ -264,6 +342,40 @@ def gpt_config_to_hf(config: GPTConfig) -> dict[str, Any]:
         "tie_word_embeddings": config.tie_embeddings,
         "attention_dropout": config.dropout,
     }
+
+
+def _moe_config_to_hf(config: GPTConfig, model_type: str) -> dict[str, Any]:
+    rope_scaling = None
+    if config.rope_scaling == "llama3":
+        rope_scaling = {"rope_type": "llama3", "factor": config.rope_scaling_factor,
+                        "low_freq_factor": config.rope_low_freq_factor, "high_freq_factor": config.rope_high_freq_factor,
+                        "original_max_position_embeddings": config.rope_original_context}
+    d: dict[str, Any] = {
+        "model_type": model_type,
+        "vocab_size": config.vocab_size,
+        "hidden_size": config.n_embd,
+        "num_hidden_layers": config.n_layer,
+        "num_attention_heads": config.n_head,
+        "num_key_value_heads": config.kv_heads,
+        "head_dim": config.head_size,
+        "hidden_act": "silu",
+        "max_position_embeddings": config.block_size,
+        "rms_norm_eps": config.norm_eps,
+        "rope_theta": config.rope_base,
+        "rope_scaling": rope_scaling,
+        "tie_word_embeddings": config.tie_embeddings,
+        "attention_dropout": config.dropout,
+        "num_experts_per_tok": config.n_experts_per_token,
+    }
+    if model_type == "mixtral":
+        d.update(architectures=["MixtralForCausalLM"], intermediate_size=config.expert_size,
+                 num_local_experts=config.n_experts, sliding_window=None)
+    else:
+        d.update(architectures=["Qwen2MoeForCausalLM"], intermediate_size=config.ffn_size,
+                 moe_intermediate_size=config.expert_size, shared_expert_intermediate_size=config.shared_expert_size,
+                 num_experts=config.n_experts, norm_topk_prob=config.moe_norm_topk, qkv_bias=config.attn_bias,
+                 decoder_sparse_step=1, mlp_only_layers=[], use_sliding_window=False)
+    return d
 
 
 # ---------------------------------------------------------------- state dicts
@@ -364,7 +476,8 @@ def _ours_to_hf(sd: dict[str, torch.Tensor], config: GPTConfig, model_type: str)
         return {k: v.t().contiguous() if _is_conv1d(k) else v for k, v in sd.items()}
     if config.attn_qkv == "fused":
         _split_qkv(sd, config)
-    return {_rename(k, "transformer.h", "model.layers", _LLAMA_LAYER_NAMES, _LLAMA_TOP_NAMES): v for k, v in sd.items()}
+    pairs = _MOE_LAYER_NAMES if model_type in ("mixtral", "qwen2_moe") else _LLAMA_LAYER_NAMES
+    return {_rename(k, "transformer.h", "model.layers", pairs, _LLAMA_TOP_NAMES): v for k, v in sd.items()}
 
 
 def gpt_state_dict_to_hf(
@@ -426,7 +539,8 @@ def gpt_state_dict_from_hf(
         if config.attn_qkv == "separate":
             _split_qkv(sd, config)
     else:
-        hf_ours = [(b, a) for a, b in _LLAMA_LAYER_NAMES]
+        pairs = _MOE_LAYER_NAMES if model_type in ("mixtral", "qwen2_moe") else _LLAMA_LAYER_NAMES
+        hf_ours = [(b, a) for a, b in pairs]
         top = [(b, a) for a, b in _LLAMA_TOP_NAMES]
         sd = {_rename(k, "model.layers", "transformer.h", hf_ours, top): v for k, v in hf.items()}
         if config.attn_qkv == "fused":

@@ -40,9 +40,9 @@ from torch import nn
 
 from layerwise.errors import ConfigError, InputShapeError
 from layerwise.models.base import ModelConfig
-from layerwise.models.ops import Dropout, Tokens, attention, has_values
+from layerwise.models.ops import Dropout, Tokens, attention, grouped_mm, has_values
 from layerwise.models.registry import register_family, register_preset
-from layerwise.roles import mark_block, set_kind
+from layerwise.roles import mark_block, mark_experts, set_kind
 
 MLP_TYPES = ("gelu", "gelu_tanh", "swiglu")
 NORM_TYPES = ("layernorm", "rmsnorm")
@@ -81,7 +81,18 @@ class GPTConfig(ModelConfig):
     rope_original_context: int = 8192
     attn_qkv: str = "fused"  # "fused": one c_attn Linear | "separate": q_proj, k_proj, v_proj
     attn_bias: bool = True  # biases of the attention Linears
+    attn_out_bias: bool | None = None  # bias of the output projection; None: attn_bias (Qwen: q/k/v only)
     mlp_bias: bool = True  # biases of the MLP Linears
+    # Mixture of experts (Shazeer et al. 2017; Mixtral, Jiang et al. 2024): n_experts > 0
+    # replaces each block's MLP by n_experts SwiGLU experts, of which a router picks
+    # n_experts_per_token for each token; a shared expert (Qwen1.5-MoE, DeepSeekMoE) runs
+    # on every token beside them.
+    n_experts: int = 0
+    n_experts_per_token: int = 2
+    moe_intermediate_size: int | None = None  # each expert's hidden width; None: intermediate_size
+    moe_norm_topk: bool = True  # renormalise the chosen experts' weights to sum to 1 (Mixtral; not Qwen1.5-MoE)
+    shared_expert_size: int = 0  # hidden width of the shared expert; 0: none
+    shared_expert_gate: bool = False  # scale the shared expert by sigmoid(Linear(x)) (Qwen1.5-MoE)
     tie_embeddings: bool = True  # the LM head reuses the token embedding matrix
     dropout: float = 0.0
     # "lm": next-token logits; "classification": the hidden state of the last real token
@@ -130,6 +141,19 @@ class GPTConfig(ModelConfig):
             )
             self.check(self.rope_original_context >= 1, "rope_original_context", "an integer >= 1")
         self.check(self.attn_qkv in QKV_LAYOUTS, "attn_qkv", f"one of {', '.join(QKV_LAYOUTS)}")
+        self.check(isinstance(self.n_experts, int) and self.n_experts >= 0 and self.n_experts != 1, "n_experts",
+                   "0 (a dense MLP) or an integer >= 2")
+        if self.n_experts:
+            self.check(self.mlp == "swiglu", "mlp", "swiglu with n_experts > 0 (the experts are SwiGLU MLPs)")
+            self.check(isinstance(self.n_experts_per_token, int) and 1 <= self.n_experts_per_token <= self.n_experts,
+                       "n_experts_per_token", f"an integer in [1, n_experts={self.n_experts}]")
+            if self.moe_intermediate_size is not None:
+                self.check(isinstance(self.moe_intermediate_size, int) and self.moe_intermediate_size >= 1,
+                           "moe_intermediate_size", "an integer >= 1 or null (intermediate_size)")
+            self.check(isinstance(self.shared_expert_size, int) and self.shared_expert_size >= 0,
+                       "shared_expert_size", "an integer >= 0 (0: no shared expert)")
+            if self.shared_expert_gate:
+                self.check(self.shared_expert_size > 0, "shared_expert_gate", "false without a shared expert")
         self.check(0.0 <= self.dropout < 1.0, "dropout", "a probability in [0, 1)")
         self.check(self.head in GPT_HEADS, "head", f"one of {', '.join(GPT_HEADS)}")
         self.check(isinstance(self.num_labels, int) and self.num_labels >= 1, "num_labels", "an integer >= 1")
@@ -146,6 +170,10 @@ class GPTConfig(ModelConfig):
     @property
     def ffn_size(self) -> int:
         return 4 * self.n_embd if self.intermediate_size is None else self.intermediate_size
+
+    @property
+    def expert_size(self) -> int:
+        return self.ffn_size if self.moe_intermediate_size is None else self.moe_intermediate_size
 
 
 class GPTOutput(NamedTuple):
@@ -239,7 +267,8 @@ class CausalSelfAttention(nn.Module):
             self.q_proj = nn.Linear(config.n_embd, self.q_dim, bias=config.attn_bias)
             self.k_proj = nn.Linear(config.n_embd, self.kv_dim, bias=config.attn_bias)
             self.v_proj = nn.Linear(config.n_embd, self.kv_dim, bias=config.attn_bias)
-        self.c_proj = nn.Linear(self.q_dim, config.n_embd, bias=config.attn_bias)
+        out_bias = config.attn_bias if config.attn_out_bias is None else config.attn_out_bias
+        self.c_proj = nn.Linear(self.q_dim, config.n_embd, bias=out_bias)
         self.attn_dropout = config.dropout
         self.resid_dropout = Dropout(config.dropout)
         set_kind(self, "attention")
@@ -310,18 +339,84 @@ class MLP(nn.Module):
 class SwiGLU(nn.Module):
     """Gated MLP (Shazeer 2020, "GLU Variants Improve Transformer"): down(silu(gate(x)) * up(x))."""
 
-    def __init__(self, config: GPTConfig) -> None:
+    def __init__(self, config: GPTConfig, hidden: int | None = None) -> None:
         super().__init__()
-        self.gate_proj = nn.Linear(config.n_embd, config.ffn_size, bias=config.mlp_bias)
-        self.up_proj = nn.Linear(config.n_embd, config.ffn_size, bias=config.mlp_bias)
+        hidden = config.ffn_size if hidden is None else hidden
+        self.gate_proj = nn.Linear(config.n_embd, hidden, bias=config.mlp_bias)
+        self.up_proj = nn.Linear(config.n_embd, hidden, bias=config.mlp_bias)
         self.act = nn.SiLU()
-        self.down_proj = nn.Linear(config.ffn_size, config.n_embd, bias=config.mlp_bias)
+        self.down_proj = nn.Linear(hidden, config.n_embd, bias=config.mlp_bias)
         self.dropout = Dropout(config.dropout)
         set_kind(self, "mlp")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.act(self.gate_proj(x)) * self.up_proj(x)  # (B, T, ffn)
         return self.dropout(self.down_proj(h))  # (B, T, C)
+
+
+class Experts(nn.Module):
+    """``n_experts`` SwiGLU MLPs as 3-D weights, run on the rows routed to each.
+
+    ``gate_up_proj`` (E, 2·ffn, C) holds each expert's gate and up projections,
+    ``down_proj`` (E, C, ffn) its down projection (transformers' layout, so Mixtral and
+    Qwen-MoE checkpoints map onto it). The rows are sorted by expert and multiplied by
+    one grouped matmul per projection (:func:`~layerwise.models.ops.grouped_mm`).
+    """
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        e, c, f = config.n_experts, config.n_embd, config.expert_size
+        self.n_experts, self.top_k, self.ffn = e, config.n_experts_per_token, f
+        self.gate_up_proj = nn.Parameter(torch.empty(e, 2 * f, c))
+        self.down_proj = nn.Parameter(torch.empty(e, c, f))
+        mark_experts(self, e, config.n_experts_per_token)
+
+    def forward(self, x: torch.Tensor, index: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        # x (N, C) tokens; index (N, k) their experts; weight (N, k) the experts' weights
+        k = index.shape[1]
+        flat = index.reshape(-1)  # (S,) with S = N·k token-expert pairs
+        order = flat.argsort(stable=True)  # (S,) pairs grouped by expert
+        token = order // k  # (S,) the token of each pair
+        counts = torch.histc(flat.float(), bins=self.n_experts, min=0, max=self.n_experts - 1)  # (E,)
+        offs = counts.cumsum(0).to(torch.int32)  # (E,) row where each expert's group ends
+        h = grouped_mm(x[token], self.gate_up_proj.transpose(1, 2), offs)  # (S, 2·ffn)
+        gate, up = h.split(self.ffn, dim=-1)  # (S, ffn) each
+        y = grouped_mm(F.silu(gate) * up, self.down_proj.transpose(1, 2), offs)  # (S, C)
+        y = y * weight.reshape(-1)[order, None].to(y.dtype)  # (S, C)
+        return torch.zeros_like(x).index_add(0, token, y)  # (N, C)
+
+
+class MoE(nn.Module):
+    """A mixture-of-experts feed-forward layer: a router picks each token's top-k experts
+    (softmax over the router's logits, the k largest kept and, with ``moe_norm_topk``,
+    renormalised), plus an optional shared expert that every token runs through."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.top_k, self.norm_topk = config.n_experts_per_token, config.moe_norm_topk
+        self.router = set_kind(nn.Linear(config.n_embd, config.n_experts, bias=False), "router")
+        self.experts = Experts(config)
+        if config.shared_expert_size:
+            self.shared_expert = SwiGLU(config, config.shared_expert_size)
+            if config.shared_expert_gate:
+                self.shared_expert_gate = set_kind(nn.Linear(config.n_embd, 1, bias=False), "router")
+        self.dropout = Dropout(config.dropout)
+        set_kind(self, "mlp")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        x = x.reshape(-1, shape[-1])  # (N, C)
+        probs = self.router(x).float().softmax(dim=-1)  # (N, E)
+        weight, index = probs.topk(self.top_k, dim=-1)  # (N, k) each
+        if self.norm_topk:
+            weight = weight / weight.sum(dim=-1, keepdim=True)
+        y = self.experts(x, index, weight.to(x.dtype))  # (N, C)
+        if hasattr(self, "shared_expert"):
+            shared = self.shared_expert(x)  # (N, C)
+            if hasattr(self, "shared_expert_gate"):
+                shared = torch.sigmoid(self.shared_expert_gate(x)) * shared
+            y = y + shared
+        return self.dropout(y.reshape(shape))  # (B, T, C) or (N, C)
 
 
 class Block(nn.Module):
@@ -332,7 +427,10 @@ class Block(nn.Module):
         self.ln_1 = make_norm(config)
         self.attn = CausalSelfAttention(config)
         self.ln_2 = make_norm(config)
-        self.mlp = SwiGLU(config) if config.mlp == "swiglu" else MLP(config)
+        if config.n_experts:
+            self.mlp = MoE(config)
+        else:
+            self.mlp = SwiGLU(config) if config.mlp == "swiglu" else MLP(config)
         mark_block(self)
 
     def forward(
@@ -382,15 +480,23 @@ class GPT(nn.Module):
         # GPT-2 (Radford et al. 2019, sec. 2.3): N(0, 0.02), and the projections that write
         # into the residual stream scaled by 1/sqrt(number of residual layers = 2 * n_layer).
         std = 0.02
+        resid_std = std / math.sqrt(2 * self.config.n_layer)
         for module in self.modules():
             if isinstance(module, (nn.Linear, nn.Embedding)):
                 nn.init.normal_(module.weight, mean=0.0, std=std)
             if isinstance(module, nn.Linear) and module.bias is not None:
                 nn.init.zeros_(module.bias)
+            if isinstance(module, Experts):
+                nn.init.normal_(module.gate_up_proj, mean=0.0, std=std)
+                nn.init.normal_(module.down_proj, mean=0.0, std=resid_std)
         for block in self.transformer.h:
-            out = block.mlp.down_proj if isinstance(block.mlp, SwiGLU) else block.mlp.c_proj
-            for proj in (block.attn.c_proj, out):
-                nn.init.normal_(proj.weight, mean=0.0, std=std / math.sqrt(2 * self.config.n_layer))
+            outs = [block.attn.c_proj]
+            if isinstance(block.mlp, MoE):
+                outs += [block.mlp.shared_expert.down_proj] if hasattr(block.mlp, "shared_expert") else []
+            else:
+                outs.append(block.mlp.down_proj if isinstance(block.mlp, SwiGLU) else block.mlp.c_proj)
+            for proj in outs:
+                nn.init.normal_(proj.weight, mean=0.0, std=resid_std)
 
     def example_inputs(self, batch_size: int = 1, seq_len: int | None = None) -> tuple[torch.Tensor]:
         """(token ids (B, T),) with T = min(block_size, 128) unless given, on the parameters' device."""
@@ -789,6 +895,52 @@ register_preset(
     **{**_LLAMA, "tie_embeddings": True},
 )
 
+_MOE_SRC = "equals transformers {cls}.num_parameters() on the same config; active: {active}"
+register_preset(
+    "mixtral-8x7b",
+    "gpt",
+    description="Mixtral 8x7B: 32 layers x 4096, 32 heads / 8 kv heads, 8 SwiGLU experts of 14336, top-2",
+    reference_params=46_702_792_704,
+    reference_active_params=12_879_925_248,
+    reference_source="mistralai/Mixtral-8x7B-v0.1 config.json (Jiang et al. 2024: 46.7B total, 12.9B active); "
+    + _MOE_SRC.format(cls="MixtralForCausalLM", active="embeddings, attention, routers, 2 of 8 experts"),
+    vocab_size=32000,
+    block_size=32768,
+    n_layer=32,
+    n_head=32,
+    n_kv_head=8,
+    n_embd=4096,
+    intermediate_size=14336,
+    rope_base=1e6,
+    n_experts=8,
+    n_experts_per_token=2,
+    **_LLAMA,
+)
+register_preset(
+    "qwen1.5-moe-a2.7b",
+    "gpt",
+    description="Qwen1.5-MoE-A2.7B: 24 layers x 2048, 16 heads, 60 fine-grained experts of 1408 (top-4) "
+    "and a gated shared expert of 5632",
+    reference_params=14_315_784_192,
+    reference_active_params=2_689_173_504,
+    reference_source="Qwen/Qwen1.5-MoE-A2.7B config.json (Qwen team 2024: 14.3B total, 2.7B activated); "
+    + _MOE_SRC.format(cls="Qwen2MoeForCausalLM", active="4 of 60 routed experts plus the shared expert"),
+    vocab_size=151936,
+    block_size=8192,
+    n_layer=24,
+    n_head=16,
+    n_embd=2048,
+    intermediate_size=5632,
+    rope_base=1e6,
+    n_experts=60,
+    n_experts_per_token=4,
+    moe_intermediate_size=1408,
+    moe_norm_topk=False,
+    shared_expert_size=5632,
+    shared_expert_gate=True,
+    **{**_LLAMA, "attn_bias": True, "attn_out_bias": False},
+)
+
 # Tiny presets for tests and quick experiments (no published counts).
 register_preset(
     "gpt-nano",
@@ -835,4 +987,22 @@ register_preset(
     n_embd=64,
     intermediate_size=176,
     **_LLAMA,
+)
+register_preset(
+    "moe-nano",
+    "gpt",
+    description="tiny mixture of experts, Qwen-MoE style: 2 layers x 64, 4 experts of 96 (top-2), a gated shared "
+    "expert of 64, q/k/v biases",
+    vocab_size=256,
+    block_size=64,
+    n_layer=2,
+    n_head=4,
+    n_kv_head=2,
+    n_embd=64,
+    intermediate_size=96,
+    n_experts=4,
+    n_experts_per_token=2,
+    shared_expert_size=64,
+    shared_expert_gate=True,
+    **{**_LLAMA, "attn_bias": True, "attn_out_bias": False},
 )

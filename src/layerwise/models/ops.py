@@ -140,3 +140,62 @@ def attention(
     if mask is not None:  # a query with every key masked attends to nothing (SDPA gives NaN there)
         probs = probs.nan_to_num(0.0)
     return torch.matmul(dropout(probs, dropout_p), v).to(dtype)  # (B, h, T, d)
+
+
+@torch.library.custom_op("layerwise::grouped_mm", mutates_args=())
+def grouped_mm(input: torch.Tensor, weight: torch.Tensor, offs: torch.Tensor) -> torch.Tensor:
+    """Rows of ``input`` (S, K), sorted by group, each times its group's matrix: (S, N).
+
+    ``weight`` (G, K, N); ``offs`` (G,) int32, the cumulative row count at the end of
+    each group. The mixture-of-experts product: every token's row meets only the experts
+    it was routed to. One op with a shape-only fake implementation, so the model runs on
+    the meta device and under ``FakeTensorMode`` as well as on CPU and CUDA (torch's own
+    ``grouped_mm`` runs bf16 on recent GPUs only).
+    """
+    out = input.new_zeros(input.shape[0], weight.shape[2])  # (S, N)
+    start = 0
+    for g, end in enumerate(offs.tolist()):
+        if end > start:
+            out[start:end] = input[start:end] @ weight[g]  # (n_g, K) @ (K, N)
+        start = end
+    return out
+
+
+@grouped_mm.register_fake
+def _grouped_mm_fake(input, weight, offs):
+    return input.new_empty(input.shape[0], weight.shape[2])
+
+
+@torch.library.custom_op("layerwise::grouped_mm_weight_grad", mutates_args=())
+def grouped_mm_weight_grad(input: torch.Tensor, grad: torch.Tensor, offs: torch.Tensor) -> torch.Tensor:
+    """The gradient of :func:`grouped_mm`'s weight: for each group, input_gᵀ @ grad_g, (G, K, N)."""
+    out = input.new_zeros(offs.shape[0], input.shape[1], grad.shape[1])  # (G, K, N)
+    start = 0
+    for g, end in enumerate(offs.tolist()):
+        if end > start:
+            out[g] = input[start:end].T @ grad[start:end]  # (K, n_g) @ (n_g, N)
+        start = end
+    return out
+
+
+@grouped_mm_weight_grad.register_fake
+def _grouped_mm_weight_grad_fake(input, grad, offs):
+    return input.new_empty(offs.shape[0], input.shape[1], grad.shape[1])
+
+
+def _grouped_mm_setup(ctx, inputs, output):
+    input, weight, offs = inputs
+    ctx.save_for_backward(input, weight, offs)
+
+
+def _grouped_mm_backward(ctx, grad):
+    input, weight, offs = ctx.saved_tensors
+    grad_input = grad_weight = None
+    if ctx.needs_input_grad[0]:
+        grad_input = grouped_mm(grad, weight.transpose(1, 2), offs)  # (S, K)
+    if ctx.needs_input_grad[1]:
+        grad_weight = grouped_mm_weight_grad(input, grad, offs)  # (G, K, N)
+    return grad_input, grad_weight, None
+
+
+grouped_mm.register_autograd(_grouped_mm_backward, setup_context=_grouped_mm_setup)

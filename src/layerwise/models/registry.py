@@ -7,12 +7,14 @@ Family modules are imported lazily by :func:`_load_families`, so importing
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from layerwise.errors import ConfigError, UnknownNameError, suggest
 from layerwise.models.base import ModelConfig, read_config_file
@@ -36,6 +38,7 @@ class Preset:
     description: str = ""
     reference_params: int | None = None  # published count, for tests and docs
     reference_source: str = ""
+    reference_active_params: int | None = None  # mixture of experts: the published count used per token
 
 
 _FAMILIES: dict[str, Family] = {}
@@ -53,11 +56,12 @@ def register_preset(
     description: str = "",
     reference_params: int | None = None,
     reference_source: str = "",
+    reference_active_params: int | None = None,
     **fields: Any,
 ) -> None:
     if name in _PRESETS and _PRESETS[name].family != family:
         raise ValueError(f"preset {name!r} registered twice")
-    _PRESETS[name] = Preset(name, family, fields, description, reference_params, reference_source)
+    _PRESETS[name] = Preset(name, family, fields, description, reference_params, reference_source, reference_active_params)
 
 
 def _load_families() -> None:
@@ -119,6 +123,28 @@ def get_config(name_or_config: str | ModelConfig | dict, **overrides: Any) -> Mo
     return cfg.replace(**overrides) if overrides else cfg
 
 
+# In-place fills an initialiser makes: on the meta device there are no values to fill.
+_INIT_FILLS = frozenset({
+    "normal_", "uniform_", "trunc_normal_", "kaiming_normal_", "kaiming_uniform_", "xavier_normal_", "xavier_uniform_",
+    "orthogonal_", "zeros_", "ones_", "constant_", "zero_", "fill_", "exponential_", "random_", "bernoulli_",
+    "log_normal_", "geometric_", "cauchy_", "eye_", "dirac_", "sparse_",
+})
+
+
+class _SkipInitOnMeta(TorchFunctionMode):
+    """Initialisers do nothing to meta tensors. torch's ``normal_`` on meta runs through its
+    Python reference implementation (and imports ``torch._dynamo``, about 2 s, on first
+    use); the values would be thrown away anyway."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if getattr(func, "__name__", "") in _INIT_FILLS:
+            t = args[0] if args else kwargs.get("tensor", kwargs.get("input"))  # nn.init.* name it ``tensor``
+            if isinstance(t, torch.Tensor) and t.is_meta:
+                return t
+        return func(*args, **kwargs)
+
+
 def build(
     name_or_config: str | ModelConfig | dict,
     device: str | torch.device = "cpu",
@@ -127,12 +153,14 @@ def build(
 ) -> nn.Module:
     """Build a model from a preset name, config file, dict or config.
 
-    ``device="meta"`` builds without allocating weights, so any size can be analysed.
+    ``device="meta"`` builds without allocating weights (and without running the
+    initialisers, which have nothing to fill there), so any size can be analysed.
     The returned module carries its config as ``model.config``.
     """
     cfg = get_config(name_or_config, **overrides)
     fam = _FAMILIES[cfg.family]
-    with torch.device(device):
+    on_meta = torch.device(device).type == "meta"
+    with torch.device(device), (_SkipInitOnMeta() if on_meta else contextlib.nullcontext()):
         model = fam.build(cfg)
     if dtype is not None:
         model = model.to(dtype=dtype)

@@ -319,14 +319,17 @@ class Seq2Seq(nn.Module):
         logits, _, weights = self.decode(tgt_in, self.encode(src, src_lengths, src_mask))  # (B, T, V)
         return (logits, weights) if return_attention else logits
 
-    def example_inputs(self, batch_size: int = 1, seq_len: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(src, tgt_in), both (batch_size, seq_len or 16), of an ordinary (non-special) token id."""
+    def example_inputs(self, batch_size: int = 1, seq_len: int | None = None,
+                       decoder_seq_len: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(src (batch_size, seq_len or 16), tgt_in (batch_size, decoder_seq_len or the same)),
+        of an ordinary (non-special) token id."""
         cfg = self.config
         device = next(self.parameters()).device
         n = seq_len or 16
+        t = decoder_seq_len or n
         token = min({0, 1, 2, 3} - {cfg.pad_id, cfg.bos_id, cfg.eos_id})
         src = torch.full((batch_size, n), token, dtype=torch.long, device=device)  # (B, S)
-        tgt_in = torch.full((batch_size, n), token, dtype=torch.long, device=device)  # (B, T)
+        tgt_in = torch.full((batch_size, t), token, dtype=torch.long, device=device)  # (B, T)
         tgt_in[:, 0] = cfg.bos_id
         return src, tgt_in
 

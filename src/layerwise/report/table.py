@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 
 from rich import box
 from rich.console import Console
@@ -65,14 +66,18 @@ def layer_table(a: Analysis, max_nesting: int | None = None, explain: bool = Fal
     if explain:
         t.add_column("Formula", overflow="fold")
     rows = visible_rows(a, max_nesting)
-    with_notes = any(r.shared or r.reuse_of is not None for r in rows)
+    failed_at = a.failure["module"] if a.failure else None
+    with_notes = any(r.shared or r.reuse_of is not None for r in rows) or a.failure is not None
     if with_notes:
         t.add_column("Notes", overflow="fold")
     for r in rows:
         label = ("  " * r.level) + (r.name.rsplit(".", 1)[-1] if r.name else a.model)
         if r.is_block:
             label += " ▣"
-        row = [label, r.cls, r.kind, shape(r.output_shape), n(r.params_total), r.status or "-", n(r.flops_total)]
+        out_shape = shape(r.output_shape)
+        if a.failure is not None and r.output_shape is None and r.reuse_of is None:
+            out_shape = "✗" if r.name == failed_at else "(not reached)" if r.calls == 0 else ""
+        row = [label, r.cls, r.kind, out_shape, n(r.params_total), r.status or "-", n(r.flops_total)]
         if explain:
             if r.formula:
                 ok = "✓" if r.formula_value == r.params_raw else "✗ ≠ numel"
@@ -85,6 +90,8 @@ def layer_table(a: Analysis, max_nesting: int | None = None, explain: bool = Fal
             notes = ["shared: " + "; ".join(r.shared)] if r.shared else []
             if r.reuse_of is not None:
                 notes.append(f"same module as {r.reuse_of}")
+            if a.failure is not None and r.name == failed_at:
+                notes.append(f"forward failed here; inputs {shape(a.failure['input_shapes'])}")
             row.append("; ".join(notes))
         t.add_row(*row)
     return t
@@ -98,6 +105,8 @@ def totals_table(a: Analysis) -> Table:
     t.add_row("Parameters (each tensor once)", n(tt.params))
     t.add_row("  trainable", n(tt.trainable))
     t.add_row("  frozen", n(tt.frozen))
+    if tt.active_params != tt.params:
+        t.add_row("  active per token (top-k experts)", n(tt.active_params))
     if a.shared:
         t.add_row("  shared tensors (counted once)", ", ".join(f"{s.name} = {s.owner}" for s in a.shared))
         t.add_row("  if shared were counted twice", n(tt.params_if_shared_counted_twice))
@@ -105,11 +114,23 @@ def totals_table(a: Analysis) -> Table:
     t.add_row("Weight memory", f"{n(tt.weight_bytes)} bytes")
     if a.traced:
         t.add_row("Input shape", shape(a.input_shape))
-        t.add_row("Forward FLOPs", n(tt.flops_forward))
+        partial = " (up to the failure)" if a.failure else ""
+        t.add_row("Forward FLOPs" + partial, n(tt.flops_forward))
         if tt.attention_flops:
             t.add_row("  of which attention scores+values", n(tt.attention_flops))
-        t.add_row("Training-step FLOPs (frozen-aware)", n(tt.flops_train))
+        if tt.dense_flops_forward != tt.flops_forward:
+            t.add_row("  if every token ran every expert", n(tt.dense_flops_forward))
+        t.add_row("Training-step FLOPs (frozen-aware)" + partial, n(tt.flops_train))
     return t
+
+
+def notes_text(a: Analysis) -> str:
+    lines = [f"note: {x}" for x in a.notes]
+    if a.failure:
+        f = a.failure
+        lines.append(f"forward failed at {f['module'] or '(the model itself)'} ({f['cls']}), inputs {shape(f['input_shapes'])}; "
+                     "rows after it were not traced")
+    return "\n".join(lines) + ("\n" if lines else "")
 
 
 def depth_table(a: Analysis) -> Table:
@@ -121,6 +142,9 @@ def depth_table(a: Analysis) -> Table:
     t.add_row("weight_depth", str(d.weight_depth) if a.traced else "-", "weight layers on the longest input→output path")
     t.add_row("block_depth", str(d.block_depth) if a.traced else str(d.blocks), "repeated blocks on that path")
     t.add_row("module_depth", str(d.module_depth), "nesting depth of the module tree")
+    for p in d.parts:
+        t.add_row(f"{p.part} weight_depth", str(p.weight_depth), f"inside {p.module}, from its own inputs")
+        t.add_row(f"{p.part} block_depth", str(p.block_depth), f"blocks on that path inside {p.module}")
     if d.max_channel_depth is not None:
         t.add_row("channel depth (max)", str(d.max_channel_depth), "widest conv feature map, in channels")
     t.add_row("weight layers (all)", str(d.weight_layers), "on any path, parallel branches included")
@@ -155,7 +179,7 @@ def render(a: Analysis, by: str = "layer", max_nesting: int | None = None, expla
         main = [block_table(a)]
     else:
         main = [layer_table(a, max_nesting, explain)]
-    return _render(main + [depth_table(a), totals_table(a)], width)
+    return _render(main + [depth_table(a), totals_table(a)], width) + notes_text(a)
 
 
 def render_keras(a: Analysis, width: int = 100) -> str:
@@ -186,6 +210,8 @@ def render_markdown(a: Analysis, by: str = "layer", max_nesting: int | None = No
         f"| block_depth | {d.block_depth} |",
         f"| module_depth | {d.module_depth} |",
     ]
+    for p in d.parts:
+        lines += [f"| {p.part} weight_depth | {p.weight_depth} |", f"| {p.part} block_depth | {p.block_depth} |"]
     if d.max_channel_depth is not None:
         lines.append(f"| channel depth (max) | {d.max_channel_depth} |")
     lines.append("")
@@ -207,6 +233,9 @@ def render_markdown(a: Analysis, by: str = "layer", max_nesting: int | None = No
                 f"| {name} | {r.cls} | {r.kind} | {shape(r.output_shape)} | {n(r.params_total)} | {r.status or '-'} | {n(r.flops_total)} |"
             )
     tt = a.totals
+    if tt.active_params != tt.params:
+        lines += ["", f"**Active per token (top-k experts):** {n(tt.active_params)} parameters; "
+                  f"forward FLOPs if every token ran every expert {n(tt.dense_flops_forward)}"]
     lines += ["", f"**Parameters:** {n(tt.params)} (trainable {n(tt.trainable)}, frozen {n(tt.frozen)}); "
               f"buffers {n(tt.buffers)}; forward FLOPs {n(tt.flops_forward)}; training-step FLOPs {n(tt.flops_train)}", ""]
     return "\n".join(lines)
@@ -249,8 +278,15 @@ def render_comparison(analyses: list[Analysis], width: int = 200) -> str:
 
     row("parameters", lambda a: n(a.totals.params))
     row("trainable", lambda a: n(a.totals.trainable))
+    if any(a.totals.active_params != a.totals.params for a in analyses):
+        row("active per token", lambda a: n(a.totals.active_params))
     row("weight_depth", lambda a: str(a.depth.weight_depth))
     row("block_depth", lambda a: str(a.depth.block_depth))
+    for part in ("encoder", "decoder"):
+        if any(p.part == part for a in analyses for p in a.depth.parts):
+            for sense in ("weight_depth", "block_depth"):
+                row(f"  {part} {sense}", lambda a, part=part, sense=sense: next(
+                    (str(getattr(p, sense)) for p in a.depth.parts if p.part == part), ""))
     row("module_depth", lambda a: str(a.depth.module_depth))
     row("channel depth (max)", lambda a: "" if a.depth.max_channel_depth is None else str(a.depth.max_channel_depth))
     kinds = []
@@ -264,3 +300,25 @@ def render_comparison(analyses: list[Analysis], width: int = 200) -> str:
     row("forward FLOPs", lambda a: n(a.totals.flops_forward))
     row("training FLOPs", lambda a: n(a.totals.flops_train))
     return _render([t], width)
+
+
+def render_json(analyses: list[Analysis]) -> str:
+    """JSON of one analysis (or a list of them): the top level indented, each row, kind and
+    block on one line. Python's JSON encoder runs in C only without indentation; indenting
+    every nested field of a 400B model's 1,900 rows costs more than analysing it."""
+
+    def doc(d: dict, pad: str) -> str:
+        items = []
+        for k, v in d.items():
+            key = json.dumps(k)
+            if isinstance(v, list) and v and isinstance(v[0], dict):
+                inner = (",\n" + pad + "    ").join(json.dumps(x) for x in v)
+                items.append(f"{pad}  {key}: [\n{pad}    {inner}\n{pad}  ]")
+            elif isinstance(v, dict) and v:
+                items.append(f"{pad}  {key}: " + doc(v, pad + "  ").lstrip())
+            else:
+                items.append(f"{pad}  {key}: {json.dumps(v)}")
+        return pad + "{\n" + ",\n".join(items) + "\n" + pad + "}"
+
+    docs = [doc(a.to_dict(), "") for a in analyses]
+    return docs[0] if len(docs) == 1 else "[\n" + ",\n".join(docs) + "\n]"

@@ -73,7 +73,7 @@ class Both(Penalty):
     def __init__(self, l1: L1, l2: L2) -> None:
         super().__init__(l1.lam + l2.lam)
         self.parts = (l1, l2)
-        self.formula = f"Ω = λ1 Σ_l Σ_ij |W^(l)_ij| + λ2 Σ_l Σ_ij (W^(l)_ij)²"
+        self.formula = "Ω = λ1 Σ_l Σ_ij |W^(l)_ij| + λ2 Σ_l Σ_ij (W^(l)_ij)²"
         self.gradient = "∂Ω/∂W^(l) = λ1 sign(W^(l)) + 2λ2 W^(l)"
 
     @property
