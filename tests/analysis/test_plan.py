@@ -9,7 +9,8 @@ import torch
 
 from layerwise.analysis import analyze
 from layerwise.analysis.memory import SavedTensors, storage_key, trace_step
-from layerwise.analysis.plan import OPTIMIZERS, compare_strategies, plan, plan_inference
+from layerwise.jobs.plan import compare_strategies, plan, plan_inference
+from layerwise.vocab import OPTIMIZERS
 from layerwise.cli import main
 from layerwise.errors import ConfigError, InputShapeError, UnknownNameError
 from layerwise.finetune import apply_strategy
@@ -24,7 +25,9 @@ def test_llama2_7b_lora_qv_bf16():
     assert p.params == 6_738_415_616 + 4_194_304
     assert p.weight_bytes == 2 * p.params and p.weights_by_dtype == {"bfloat16": 2 * p.params}
     assert p.gradient_bytes == 2 * 4_194_304  # bf16 gradients, trainable only
-    assert p.optimizer_state_bytes == 2 * 2 * 4_194_304  # AdamW: two bf16 moments (zeros_like(param))
+    # AdamW: two bf16 moments (zeros_like(param)); the Trainer's fused AdamW keeps each tensor's
+    # 0-dim fp32 step on the device too (torch.optim.adam: fused => step on p.device): 128 LoRA tensors
+    assert p.optimizer_state_bytes == 2 * 2 * 4_194_304 + 4 * 128 and p.optimizer_impl == "fused"
     assert p.master_weight_bytes == 0
     # frozen bf16 weights need no cast: no autocast copies; the model is unchanged
     assert p.weight_copy_bytes == 0
@@ -49,33 +52,49 @@ def test_gpt2_small_against_accelerate_adam_rule():
     accel = max(estimate_training_usage(total, "float32").values())
     assert accel == 4 * total
     p = plan(m, batch_size=4, seq_len=512, device="cuda")
-    # our persistent parts reproduce accelerate's rule exactly ...
-    assert p.weight_bytes + p.gradient_bytes + p.optimizer_state_bytes == accel
+    # our persistent parts reproduce accelerate's rule exactly (plus the 0-dim fp32 step that the
+    # Trainer's fused AdamW keeps on the device for each of the 148 parameter tensors) ...
+    tensors = len(list(m.parameters()))
+    assert p.optimizer_impl == "fused" and tensors == 148
+    assert p.weight_bytes + p.gradient_bytes + p.optimizer_state_bytes == accel + 4 * tensors
     # ... and the activations it leaves out more than double the step at this batch
     assert p.activation_bytes + p.loss_bytes > 0.9 * accel
     assert p.peak_bytes > 2 * accel and p.peak_phase == "backward"
 
 
 @pytest.mark.parametrize(
-    "optimizer,states",
-    [("adamw", 2), ("adam", 2), ("sgd", 0), ("sgd-momentum", 1), ("adagrad", 1), ("rmsprop", 1), ("rmsprop-momentum", 2)],
+    "optimizer,momentum,states",
+    [("adamw", 0.9, 2), ("adam", 0.9, 2), ("sgd", 0.9, 1), ("sgd", 0.0, 0), ("adagrad", 0.9, 1), ("rmsprop", 0.9, 2),
+     ("rmsprop", 0.0, 1)],
 )
-def test_optimizer_state_per_optimizer(optimizer, states):
+def test_optimizer_state_is_what_the_trainers_optimizer_allocates(optimizer, momentum, states):
+    """The plan's optimizer state equals the state torch allocates for the optimizer the Trainer
+    builds (make_optimizer: SGD and RMSprop with the Trainer's momentum, fused or foreach), after a step."""
+    from layerwise.train.optim import make_optimizer
+
     m = build("gpt-nano", device="meta")
-    p = plan(m, optimizer=optimizer, batch_size=2, device="cuda")
+    p = plan(m, optimizer=optimizer, momentum=momentum, batch_size=2, device="cpu")
     n = sum(q.numel() for q in m.parameters())
-    assert p.optimizer_state_bytes == states * 4 * n
-    # the CPU keeps a 0-dim fp32 step per parameter tensor where torch's optimizer has one
-    cpu = plan(m, optimizer=optimizer, batch_size=2, device="cpu")
     tensors = len(list(m.parameters()))
-    assert cpu.optimizer_state_bytes - p.optimizer_state_bytes == (4 * tensors if OPTIMIZERS[optimizer].step_tensor else 0)
+    step = 4 * tensors if OPTIMIZERS[optimizer].step_tensor else 0
+    assert p.optimizer_state_bytes == states * 4 * n + step
+    torch.manual_seed(0)
+    real = build("gpt-nano")
+    opt = make_optimizer(real, optimizer, lr=1e-3, momentum=momentum)
+    for q in real.parameters():
+        q.grad = torch.randn_like(q)
+    opt.step()
+    state = [v for s in opt.state.values() for v in s.values() if isinstance(v, torch.Tensor)]
+    assert sum(t.untyped_storage().nbytes() for t in state) == p.optimizer_state_bytes
+    assert p.optimizer_impl == ("foreach" if optimizer == "rmsprop" else "fused")
 
 
 def test_master_weights_sixteen_bytes_per_param():
     """bf16 weights + bf16 grads + fp32 master + two fp32 Adam moments = 16 bytes per parameter."""
     m = build("gpt-nano", device="meta")
-    p = plan(m, precision="bf16-true", master_weights=True, batch_size=2)
+    p = plan(m, precision="bf16-true", master_weights=True, batch_size=2, optimizer_impl="foreach")
     n = p.params
+    # foreach on CUDA: the 0-dim step tensors stay on the host, so the device holds exactly 16 bytes per parameter
     assert p.weight_bytes + p.gradient_bytes + p.master_weight_bytes + p.optimizer_state_bytes == 16 * n
     with pytest.raises(ConfigError, match="master copy"):
         plan(m, precision="bf16-mixed", master_weights=True)
@@ -173,10 +192,11 @@ def test_bad_input_one_line_errors():
     m = build("gpt2", device="meta")
     with pytest.raises(InputShapeError, match=r"seq_len 2048 is longer than the model can take: GPTConfig.block_size = 1024"):
         plan(m, seq_len=2048)
-    with pytest.raises(UnknownNameError, match="unknown optimizer 'adamx'; expected one of adamw, adam, sgd"):
+    with pytest.raises(UnknownNameError, match="unknown optimizer 'adamx'; expected one of sgd, adagrad, rmsprop, adam, adamw"):
         plan(m, optimizer="adamx")
-    with pytest.raises(UnknownNameError, match="unknown precision 'bf16'; expected one of fp32, bf16-mixed"):
-        plan(m, precision="bf16")
+    with pytest.raises(UnknownNameError, match="unknown precision 'bf8'; expected one of fp32, bf16-mixed"):
+        plan(m, precision="bf8")
+    assert plan(m, precision="bf16").precision == "bf16-mixed"  # the Trainer's name for it: one vocabulary
     with pytest.raises(ConfigError, match="batch_size: expected an integer >= 1, got 0"):
         plan(m, batch_size=0)
     with pytest.raises(InputShapeError, match="context 5000 is longer"):
@@ -213,9 +233,21 @@ def test_cli_table_json_and_plot(capsys, tmp_path):
     "argv,expected",
     [
         (["--seq-len", "100"], "seq_len 100 is longer than the model can take: GPTConfig.block_size = 64"),
-        (["--optimizer", "adamx"], "unknown optimizer 'adamx'; expected one of adamw, adam, sgd, sgd-momentum"),
+        (["--optimizer", "adamx"], "unknown optimizer 'adamx'; expected one of sgd, adagrad, rmsprop, adam, adamw"),
         (["--precision", "fp8"], "unknown precision 'fp8'; expected one of fp32, bf16-mixed, fp16-mixed, bf16-true"),
-        (["--batch", "0"], "batch_size: expected an integer >= 1, got 0"),
+        (["--batch", "0"], "--batch: expected an integer >= 1, got '0'"),
+        (["--budget", "abc"], "--budget 'abc': expected a size such as 24GiB"),
+        (["--devices", "0"], "--devices: expected an integer >= 1, got '0'"),
+        (["--devices", "two"], "--devices: expected an integer >= 1, got 'two'"),
+        (["--devices", "2", "--shard", "nope"], "unknown --shard 'nope'; expected one of ddp, zero1, zero2, zero3, fsdp"),
+        (["--shard", "fsdp"], "--shard fsdp: shards over --devices N"),
+        (["--base-dtype", "x"], "unknown --base-dtype 'x'; expected one of nf4, fp4, int8"),
+        (["--base-dtype", "nf4"], "--base-dtype nf4: no frozen Linear weight to store quantised"),
+        (["--strategy", "lora:8", "--base-dtype", "nf4", "--precision", "bf16-mixed"], "use --precision bf16-true"),
+        (["--tflops", "-1"], "--tflops: expected a number > 0"),
+        (["--momentum", "1.5"], "--momentum: expected a number >= 0 and < 1"),
+        (["--inference", "--context", "0"], "--context: expected an integer >= 1, got '0'"),
+        (["--budget", "1GiB", "--measure"], "--measure and --budget: choose one"),
         (["--strategy", "lora:x"], "strategy 'lora:x': rank must be an integer"),
     ],
 )

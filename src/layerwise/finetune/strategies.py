@@ -8,6 +8,11 @@ A strategy is a spec string; items joined by ``+`` compose left to right::
     top-K / top:K        the last K blocks and the head
     bitfit               biases only, plus the head (Ben Zaken et al. 2021)
     lora:R[:ALPHA]       LoRA of rank R on the targets (default: query and value projections)
+    qlora:R[:ALPHA]      QLoRA (Dettmers et al. 2023): LoRA of rank R on every Linear of the blocks
+                         over an nf4 base. Applied here, it adds the LoRA factors; the base is
+                         recorded as nf4 (``record.base_dtype``), a fact the planner plans
+                         (packed weights, bf16 compute, paged AdamW). The weights are not
+                         quantised: that needs bitsandbytes and a CUDA device.
     adapter:SIZE         Houlsby bottleneck adapters after attention and MLP of every block
     freeze:X / train:X   freeze / unfreeze layers of kind X (embedding, norm, …) or a name glob
     norms                shorthand for train:norm
@@ -31,7 +36,10 @@ from layerwise.finetune.adapters import AdaptedLinear
 from layerwise.finetune.lora import LoRALinear
 from layerwise.roles import KINDS
 
-STRATEGIES = ("full", "head", "top-K", "bitfit", "lora:R[:ALPHA]", "adapter:SIZE", "freeze:X", "train:X", "norms")
+STRATEGIES = ("full", "head", "top-K", "bitfit", "lora:R[:ALPHA]", "qlora:R[:ALPHA]", "adapter:SIZE", "freeze:X",
+              "train:X", "norms")
+QLORA_BASE = "nf4"  # QLoRA's storage of the frozen base (4-bit NormalFloat, double quantisation)
+QLORA_TARGETS = ("all-linear",)  # QLoRA puts adapters on every linear layer of the blocks (Dettmers et al. 2023, §4)
 # The LoRA paper adapts W_q and W_v; where q, k, v are one fused Linear, that one.
 DEFAULT_LORA_TARGETS = ("q_proj", "v_proj", "query", "value", "c_attn", "qkv")
 
@@ -57,6 +65,7 @@ class StrategyRecord:
     adapter_targets: list[str] = field(default_factory=list)
     trained_blocks: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    base_dtype: str | None = None  # storage the strategy plans for the frozen base (qlora: nf4); None: as built
 
     @property
     def trainable_share(self) -> float:
@@ -90,12 +99,15 @@ def parse_strategy(spec: str) -> list[Step]:
             if k < 1:
                 raise ConfigError(f"strategy {item!r}: K must be >= 1, got {k}")
             steps.append(Step("top", (k,)))
-        elif name == "lora" and 1 <= len(args) <= 2:
+        elif name in ("lora", "qlora") and 1 <= len(args) <= 2:
             r = _int(args[0], item, "rank")
             if r <= 0:
                 raise ConfigError(f"strategy {item!r}: LoRA rank must be > 0, got {r}")
-            alpha = float(args[1]) if len(args) == 2 else None
-            steps.append(Step("lora", (r, alpha) if alpha is not None else (r,)))
+            try:
+                alpha = float(args[1]) if len(args) == 2 else None
+            except ValueError:
+                raise ConfigError(f"strategy {item!r}: alpha must be a number, got {args[1]!r}") from None
+            steps.append(Step(name, (r, alpha) if alpha is not None else (r,)))
         elif name == "adapter" and len(args) == 1:
             size = _int(args[0], item, "adapter size")
             if size <= 0:
@@ -266,16 +278,22 @@ def apply_strategy(model: nn.Module, spec: str, lora_targets=None, lora_alpha: f
             for _, m in head_modules(model, kinds):
                 _set(m.parameters(), True)
             record.steps.append(f"{n_bias} bias vectors and the head train")
-        elif step.name == "lora":
+        elif step.name in ("lora", "qlora"):
             r = step.args[0]
             alpha = step.args[1] if len(step.args) > 1 else (lora_alpha if lora_alpha is not None else 2.0 * r)
-            names = lora_target_modules(model, lora_targets, kinds)
+            targets = lora_targets if (lora_targets or step.name == "lora") else QLORA_TARGETS
+            names = lora_target_modules(model, targets, kinds)
             for n in names:
                 new = LoRALinear.from_linear(model.get_submodule(n), r, alpha, lora_dropout)
                 record.added += new.lora_a.weight.numel() + new.lora_b.weight.numel()
                 _replace(model, n, new)
             record.lora_targets = names
             record.steps.append(f"LoRA r={r}, α={alpha:g} (scaling {alpha / r:g}) on {len(names)} layers")
+            if step.name == "qlora":
+                record.base_dtype = QLORA_BASE
+                record.notes.append(f"qlora: the frozen base is planned as {QLORA_BASE} (bitsandbytes, double "
+                                    "quantisation, bf16 compute, paged AdamW); the weights here keep their dtype: "
+                                    "quantising them needs bitsandbytes and a CUDA device")
         elif step.name == "adapter":
             size = step.args[0]
             names = adapter_target_modules(model, kinds)

@@ -33,7 +33,7 @@ PRETRAINED = ("minilm-l6", "smollm2-135m")
 # on frozen features or a few bias vectors take large steps; LoRA factors and adapters
 # start at zero and take ~1e-3 (Hu et al. 2021 use 2e-4..5e-4 on larger models); whole
 # pretrained layers take the small steps of full fine-tuning (BERT's 2e-5..5e-5).
-DEFAULT_LR = {"head": 5e-3, "bitfit": 5e-3, "lora": 1e-3, "adapter": 1e-3, "top": 2e-4, "full": 5e-5,
+DEFAULT_LR = {"head": 5e-3, "bitfit": 5e-3, "lora": 1e-3, "qlora": 1e-3, "adapter": 1e-3, "top": 2e-4, "full": 5e-5,
               "train": 1e-3, "freeze": 1e-3}
 
 
@@ -131,14 +131,15 @@ def _kinds_trainable(model: nn.Module) -> dict[str, int]:
     return {k.kind: k.trainable for k in a.by_kind if k.trainable}
 
 
-def _planned_peak(model: nn.Module, batch_size: int, seq_len: int, optimizer: str, precision: str) -> int | None:
-    try:
-        from layerwise.analysis.plan import meta_copy, plan
-    except ImportError:
-        return None
-    prec = {"fp32": "fp32", "bf16": "bf16-mixed"}.get(precision, "fp32")
-    opt = optimizer if optimizer in ("adamw", "adam", "sgd") else "adamw"
-    return plan(meta_copy(model), optimizer=opt, precision=prec, batch_size=batch_size, seq_len=seq_len).peak_bytes
+def _planned_peak(model: nn.Module, task, train_data, config) -> int:
+    """The planned peak of the step the Trainer runs: ``model`` as it trains (the cached suffix
+    when the frozen prefix is cached), its first training batch, the Trainer's optimizer and
+    precision (:func:`layerwise.jobs.plan.plan_training`)."""
+    from layerwise.jobs.plan import plan_training
+
+    task.bind(model)
+    batch = task.make_source(train_data, config.batch_size, seed=config.seed, shuffle=True).batch(0)
+    return plan_training(model, config, batch, task=task).peak_bytes
 
 
 def prepare_data(data: str, tokenizer, max_len: int, val: float, test: float, seed: int,
@@ -204,7 +205,6 @@ def finetune(
     record: StrategyRecord = apply_strategy(net, strategy, lora_targets=lora_targets, lora_alpha=lora_alpha,
                                             lora_dropout=lora_dropout)
     by_kind = _kinds_trainable(net)
-    planned = _planned_peak(net, config.batch_size, train.ids.shape[1], config.optimizer, config.precision)
 
     use_cache = cache is True or (cache == "auto" and supports_stages(net) and first_trainable_stage(net) > 0)
     cache_info = None
@@ -218,6 +218,7 @@ def finetune(
         trained_model = _SuffixClassifier(net, cached[0].start)
         sets = [(*c.states, s.labels) if c else s for c, s in zip(cached, sets)]
     task = ClassificationTask(ds.num_classes, ds.label_names, positive=positive)
+    planned = _planned_peak(trained_model, task, sets[0], config)
     info = {"finetune": {"model": model, "data": data, "strategy": strategy, "record": record.to_dict(),
                          "cache": cache_info, "max_len": max_len}}
     trainer = Trainer(trained_model, task, sets[0], sets[1] if len(val_set.labels) else None, config, callback, info)
