@@ -137,6 +137,12 @@ class Allocations(TorchDispatchMode):
                 self.peak = max(self.peak, level)
             self.pending = None
 
+    def adjust(self, delta: int) -> None:
+        """Bytes allocated (> 0) or freed (< 0) outside the ops: FSDP's all-gathered parameters."""
+        self.settle()
+        self.current += delta
+        self.peak = max(self.peak, self.current)
+
     def reset_peak(self) -> None:
         self.settle()
         self.peak = self.current
@@ -396,6 +402,7 @@ class StepTrace:
     forward_peak_bytes: int  # peak during forward and loss
     backward_peak_bytes: int  # peak during backward (gradients included as they accumulate)
     gradient_bytes: int  # live after backward (the parameters' gradients)
+    gathered_root_bytes: int = 0  # FSDP: the root unit's parameters, gathered for the forward and backward
 
 
 def _swap_state(model: nn.Module, fake_mode, dtype: torch.dtype | None) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
@@ -455,6 +462,7 @@ def trace_step(
     rnn_path: str = "native",
     dequantized: set[int] | None = None,
     grad_shards: int = 1,
+    fsdp_units: list[nn.Module] | None = None,
 ) -> StepTrace:
     """Simulate forward, loss and backward of ``model`` on ``inputs`` with fake tensors.
 
@@ -473,7 +481,16 @@ def trace_step(
     that reads one holds a dequantized copy in the compute dtype while it runs
     (bitsandbytes dequantizes the weight for each matmul, forward and backward).
     ``grad_shards``: each parameter's gradient keeps 1/``grad_shards`` of its bytes once
-    autograd has accumulated it (a reduce-scatter to this device's shard: ZeRO-2/3, FSDP).
+    autograd has accumulated it (a reduce-scatter to this device's shard: ZeRO-2).
+
+    ``fsdp_units`` (with ``grad_shards`` = the number of devices): FSDP2's step, as
+    ``fully_shard`` on each of these modules and then on the root runs it. Each unit's
+    parameters are all-gathered (unsharded) while its forward runs and again while its
+    backward runs; its gradients stay unsharded until its backward ends, when a
+    reduce-scatter (through a copy of them) leaves this device's shard. The root unit
+    (every other parameter) stays gathered from the start of the forward to the end of the
+    backward: ``StepTrace.gathered_root_bytes``, included in the peaks and the
+    activations.
     """
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.nn.utils.stateless import _reparametrize_module
@@ -496,7 +513,10 @@ def trace_step(
     alloc = Allocations(external, param_keys, workspace)
     saved = SavedTensors(external)
     handles = []
-    if grad_shards > 1:
+    root_bytes = 0
+    if fsdp_units is not None:
+        handles, root_bytes = _fsdp_hooks(model, state, params, alloc, fsdp_units, grad_shards)
+    elif grad_shards > 1:
         def shard(p: torch.Tensor) -> None:
             key = storage_key(p.grad)
             if key in alloc.sizes:
@@ -519,6 +539,7 @@ def trace_step(
             stack.enter_context(fake_mode)
             stack.enter_context(alloc)
             with torch.enable_grad(), saved.hooks():
+                alloc.adjust(root_bytes)  # the root unit, all-gathered for the whole forward and backward
                 with autocast(precision):
                     out = _call(model, fake_in)
                     activation = alloc.current
@@ -530,6 +551,9 @@ def trace_step(
                     raise LayerwiseError("the loss does not depend on any trainable parameter: nothing to train")
                 alloc.reset_peak()
                 loss.backward()
+                if fsdp_units is not None:  # the root's reduce-scatter, then its parameters reshard
+                    _reduce_scatter(alloc, [p for p in params if id(p) not in _unit_twin_ids(fsdp_units, model, state)],
+                                    grad_shards)
                 alloc.settle()
                 backward_peak = alloc.peak
                 del loss, out
@@ -553,7 +577,60 @@ def trace_step(
         forward_peak_bytes=forward_peak,
         backward_peak_bytes=backward_peak,
         gradient_bytes=grads,
+        gathered_root_bytes=root_bytes,
     )
+
+
+def _unit_twin_ids(units: list[nn.Module], model: nn.Module, state: dict[str, torch.Tensor]) -> set[int]:
+    ids = set()
+    names = {id(m): n for n, m in model.named_modules()}
+    for u in units:
+        prefix = names[id(u)]
+        for n, _ in u.named_parameters(remove_duplicate=False):
+            ids.add(id(state[f"{prefix}.{n}" if prefix else n]))
+    return ids
+
+
+def _reduce_scatter(alloc: "Allocations", twins: list[torch.Tensor], shards: int) -> None:
+    """A unit's reduce-scatter: a copy of its gradients as the input, then each keeps 1/shards."""
+    keys = [storage_key(p.grad) for p in twins if p.grad is not None]
+    full = sum(alloc.sizes.get(k, 0) for k in keys)
+    alloc.adjust(full)  # the reduce-scatter input
+    alloc.adjust(-full)
+    for k in keys:
+        if k in alloc.sizes:
+            size = alloc.sizes[k]
+            alloc.sizes[k] = -(-size // shards)
+            alloc.current -= size - alloc.sizes[k]
+
+
+def _fsdp_hooks(model: nn.Module, state: dict[str, torch.Tensor], params: list[torch.Tensor], alloc: "Allocations",
+                units: list[nn.Module], shards: int):
+    """Hooks that play FSDP2's all-gathers, reshards and reduce-scatters on the simulated allocator."""
+    names = {id(m): n for n, m in model.named_modules()}
+    handles = []
+    in_units: set[int] = set()
+    for u in units:
+        prefix = names[id(u)]
+        twins = list({id(t): t for t in (state[f"{prefix}.{n}" if prefix else n]
+                                         for n, _ in u.named_parameters(remove_duplicate=False))}.values())
+        in_units |= {id(t) for t in twins}
+        nbytes = sum(t.untyped_storage().nbytes() for t in twins)
+
+        def gather(*_a, _b=nbytes, **_k):
+            alloc.adjust(_b)
+
+        def reshard(*_a, _b=nbytes, **_k):
+            alloc.adjust(-_b)
+
+        def backward_end(*_a, _b=nbytes, _twins=twins, **_k):
+            _reduce_scatter(alloc, [t for t in _twins if t.requires_grad], shards)
+            alloc.adjust(-_b)
+
+        handles += [u.register_forward_pre_hook(gather), u.register_forward_hook(reshard),
+                    u.register_full_backward_pre_hook(gather), u.register_full_backward_hook(backward_end)]
+    root = sum(t.untyped_storage().nbytes() for t in params if id(t) not in in_units)
+    return handles, root
 
 
 def _size_of(dtype: torch.dtype) -> int:

@@ -292,6 +292,8 @@ class Plan:
             ("communication buffers", self.comm_buffer_bytes),
         ]
         if self.peak_phase == "optimizer step":
+            if self.shard == "fsdp" and self.devices > 1:  # the root is resharded by then
+                parts[-1] = ("communication buffers", 0)
             parts += [("gradients", self.gradient_bytes), ("optimizer step transient", self.optimizer_step_transient_bytes)]
         else:
             top = self.forward_peak_bytes if self.peak_phase == "forward" else self.backward_peak_bytes
@@ -589,6 +591,9 @@ def plan(
                           "use it with bf16-true or fp16-true")
     if master_weights and param_dtype == torch.float32:
         raise ConfigError("master_weights: fp32 weights need no fp32 master copy; use it with bf16-true or fp16-true")
+    if shard == "fsdp" and devices > 1 and optimizer_impl == "auto":
+        # FSDP2's parameters are DTensors: torch has no fused kernel for them, and foreach only on CUDA
+        optimizer_impl = "foreach" if device == "cuda" else "for-loop"
     impl = spec.implementation(device, optimizer_impl)
     if not spec.trainer and device != "cuda":
         raise ConfigError(f"--optimizer {optimizer}: {spec.torch_class} runs on CUDA only; plan it with --device cuda")
@@ -629,13 +634,16 @@ def plan(
                           f"(strategy {strategy or 'as built'} trains them all); use it with lora, qlora, head or top-k")
     qids = {id(p) for _, p in quantized}
     grad_shards = devices if shard in ("zero2", "zero3", "fsdp") else 1
+    fsdp = shard == "fsdp" and devices > 1
+    if fsdp and not _blocks(m):
+        raise ConfigError(f"--shard fsdp: {name} has no repeated blocks to shard as units (fully_shard per block)")
 
     def trace_fn() -> StepTrace:
         return trace_step(m, meta_in, precision, grad_checkpointing, _blocks(m) if grad_checkpointing else [],
                           loss_fn, workspace=onednn_conv_workspace if device == "cpu" else None,
                           param_dtype=param_dtype if param_dtype != torch.float32 else None,
                           rnn_path="onednn" if device == "cpu" else "native", dequantized=qids or None,
-                          grad_shards=grad_shards)
+                          grad_shards=grad_shards, fsdp_units=_blocks(m) if fsdp else None)
 
     def flops_fn() -> dict:
         from layerwise.analysis.core import analyze
@@ -692,7 +700,8 @@ def plan(
         N = devices
         grad_full = sum(p.numel() * _size(dtype_of(p)) for p in trainable)
         if shard != "ddp":  # optimizer state, master weights and their fp32 gradients are partitioned
-            opt_state, master = -(-opt_state // N), -(-master // N)
+            steps = 4 * len(trainable) if (spec.step_tensor and (device == "cpu" or impl == "fused")) else 0
+            opt_state, master = -(-(opt_state - steps) // N) + steps, -(-master // N)  # every device has each step
             opt_temp = -(-opt_temp // N)
         if shard == "ddp":
             comm = grad_full if N > 1 else 0
@@ -708,14 +717,11 @@ def plan(
             comm = largest * (_size(param_dtype) + _size(param_dtype))
             comm_how = "DeepSpeed's gathered largest layer: its parameters and gradients unsharded (4 × largest layer in 16 bits)"
             weight_bytes = -(-full_weight_bytes // N)
-        else:  # fsdp
-            largest, root = _unit_params(m, params, dtype_of)
-            # the root unit stays unsharded from its forward to the end of its backward; one unit is
-            # all-gathered while the next is prefetched; a unit's gradients are copied into the
-            # reduce-scatter input before they shrink to this device's shard
-            comm = root + 2 * largest + largest
-            comm_how = ("FSDP2 (fully_shard per block): the root's parameters unsharded, two blocks all-gathered "
-                        "(current and prefetched), one block's gradients in the reduce-scatter input")
+        else:  # fsdp: the all-gathers and reduce-scatters are played in the trace (see trace_step)
+            comm = trace.gathered_root_bytes
+            comm_how = ("FSDP2 (fully_shard per block, then the root): the root's parameters, all-gathered from the "
+                        "forward to the end of the backward; each block's parameters are gathered while it runs "
+                        "and its gradients reduce-scattered when its backward ends (in the transients)")
             weight_bytes = -(-full_weight_bytes // N)
         if shard in ("zero3", "fsdp"):
             by_dtype = {k: -(-v // N) for k, v in by_dtype.items()}
@@ -723,10 +729,12 @@ def plan(
                       f"(global batch {batch_size * N})")
 
     persistent = weight_bytes + buffer_bytes + master + opt_state + input_bytes + comm
+    gathered = trace.gathered_root_bytes  # counted in the trace's peaks: shown as communication buffers instead
     phases = {
-        "forward": persistent + trace.forward_peak_bytes,
-        "backward": persistent + trace.backward_peak_bytes,
-        "optimizer step": persistent + grads + opt_temp,
+        "forward": persistent + trace.forward_peak_bytes - gathered,
+        "backward": persistent + trace.backward_peak_bytes - gathered,
+        # FSDP reshards the root after the backward: its gathered parameters are gone by the step
+        "optimizer step": persistent - (comm if fsdp else 0) + grads + opt_temp,
     }
     phase = max(phases, key=phases.get)
 
@@ -754,7 +762,7 @@ def plan(
         params=sum(q.numel() for q in params), trainable=sum(q.numel() for q in trainable),
         weights_by_dtype=by_dtype, weight_bytes=weight_bytes, buffer_bytes=buffer_bytes, master_weight_bytes=master,
         gradient_bytes=grads, optimizer_state_bytes=opt_state, input_bytes=input_bytes,
-        activation_bytes=trace.activation_bytes, saved_bytes=trace.saved_bytes,
+        activation_bytes=trace.activation_bytes - gathered, saved_bytes=trace.saved_bytes,
         weight_copy_bytes=trace.weight_copy_bytes, loss_bytes=trace.loss_bytes,
         backward_transient_bytes=trace.backward_peak_bytes - trace.activation_bytes - trace.loss_bytes,
         optimizer_step_transient_bytes=opt_temp,

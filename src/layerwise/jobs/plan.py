@@ -423,7 +423,12 @@ def _call(model, inputs):
 
 
 def profiler_phases(prof, spans_prefix: str = "layerwise::") -> dict[str, int]:
-    """Running sum of the CPU allocator's events: live bytes at the phase marks and each phase's peak."""
+    """Running sum of the CPU allocator's events: live bytes at the phase marks and each phase's
+    peak, relative to the bytes live when the forward span starts.
+
+    Profiling may start earlier (warm-up steps included): frees of blocks allocated before the
+    profiler started are not reported, which shifts the running sum by a constant that the
+    difference from the step's start removes."""
     events = list(prof.profiler.kineto_results.events())
     spans = {}
     for e in events:
@@ -433,21 +438,31 @@ def profiler_phases(prof, spans_prefix: str = "layerwise::") -> dict[str, int]:
                  key=lambda e: e.start_ns())
     out = {"forward_peak": 0, "backward_peak": 0, "step_peak": 0}
     cur = 0
-    f_end = spans["forward"][1]
+    f_start, f_end = spans["forward"]
     model_end = spans["loss"][0]
     b_end = spans["backward"][1]
+    s_end = spans["step"][1]
+    base = None
     model_done = forward_done = False
     for e in mem:
         t = e.start_ns()
+        if t < f_start:
+            cur += e.nbytes()
+            continue
+        if base is None:
+            base = cur
+        if t > s_end:
+            break
         if not model_done and t >= model_end:
-            out["forward_model_end"] = cur
+            out["forward_model_end"] = cur - base
             model_done = True
         if not forward_done and t > f_end:
-            out["forward_end"] = cur
+            out["forward_end"] = cur - base
             forward_done = True
         cur += e.nbytes()
         phase = "forward_peak" if t <= f_end else ("backward_peak" if t <= b_end else "step_peak")
-        out[phase] = max(out[phase], cur)
-    out.setdefault("forward_model_end", cur)
-    out.setdefault("forward_end", cur)
+        out[phase] = max(out[phase], cur - base)
+    base = cur if base is None else base
+    out.setdefault("forward_model_end", cur - base)
+    out.setdefault("forward_end", cur - base)
     return out
