@@ -100,9 +100,10 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {
         OptimizerSpec("adamw", "AdamW", "AdamW, decoupled weight decay (two moments per parameter)", ("betas", "eps"),
                       _ALL, True, 1, 2),
         # bitsandbytes' PagedAdamW32bit (QLoRA's optimizer): fp32 moments in CUDA unified memory, which
-        # the driver pages to the host only under memory pressure; one fused kernel per tensor.
+        # the driver pages to the host only under memory pressure; one fused kernel per tensor; its
+        # step count is a Python int, not a tensor.
         OptimizerSpec("paged-adamw", "PagedAdamW32bit", "bitsandbytes' paged AdamW, 32-bit moments (QLoRA; planned only)",
-                      ("betas", "eps"), ("cuda",), True, 0, 0, trainer=False, state_dtype=torch.float32),
+                      ("betas", "eps"), ("cuda",), False, 0, 0, trainer=False, state_dtype=torch.float32),
     )
 }
 TRAINER_OPTIMIZERS = tuple(n for n, s in OPTIMIZERS.items() if s.trainer)
@@ -165,8 +166,9 @@ class QuantSpec:
     absmax per block of ``block`` weights. The absmax is fp32, or with double
     quantisation an 8-bit code per block plus one fp32 absmax per ``block2`` blocks and an
     fp32 offset (QLoRA §3: 32/64 = 0.5 bits per parameter drop to 8/64 + 32/(64·256) =
-    0.127), and a per-tensor code table of 16 fp32 values (the second level's 256-entry
-    table is one tensor bitsandbytes shares between all weights, not counted). ``int8``
+    0.127), and per tensor its code table (16 fp32 values) and, with double quantisation,
+    the second level's (256 fp32 values). Checked against bitsandbytes' own tensors
+    (``Params4bit`` and its ``QuantState``; ``Int8Params`` and its ``SCB``). ``int8``
     (LLM.int8(), Dettmers et al. 2022): one byte per weight plus an fp32 scale per row.
     """
 
@@ -189,8 +191,8 @@ class QuantSpec:
         if not double_quant:
             return packed + 4 * blocks + 4 * self.code_values
         groups = -(-blocks // self.block2)
-        # 8-bit absmax codes, fp32 absmax per group of blocks, fp32 offset, the code table
-        return packed + blocks + 4 * groups + 4 + 4 * self.code_values
+        # 8-bit absmax codes, fp32 absmax per group of blocks, fp32 offset, the two code tables
+        return packed + blocks + 4 * groups + 4 + 4 * self.code_values + 4 * 256
 
 
 QUANTIZATIONS: dict[str, QuantSpec] = {

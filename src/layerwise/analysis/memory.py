@@ -463,6 +463,7 @@ def trace_step(
     dequantized: set[int] | None = None,
     grad_shards: int = 1,
     fsdp_units: list[nn.Module] | None = None,
+    dequantized_saves_input: bool = False,
 ) -> StepTrace:
     """Simulate forward, loss and backward of ``model`` on ``inputs`` with fake tensors.
 
@@ -480,6 +481,9 @@ def trace_step(
     :func:`native_rnns`). ``dequantized``: ids of parameters stored quantised; every op
     that reads one holds a dequantized copy in the compute dtype while it runs
     (bitsandbytes dequantizes the weight for each matmul, forward and backward).
+    ``dequantized_saves_input``: the layer's autograd function also saves its input, as
+    bitsandbytes' ``MatMul4Bit`` did in 2023 (``ctx.tensors = (A, B)``); today it saves
+    only the packed weight, which a frozen ``F.linear`` models already.
     ``grad_shards``: each parameter's gradient keeps 1/``grad_shards`` of its bytes once
     autograd has accumulated it (a reduce-scatter to this device's shard: ZeRO-2).
 
@@ -505,11 +509,14 @@ def trace_step(
     external = param_keys | {storage_key(t) for t in pytree.tree_leaves(fake_in) if isinstance(t, torch.Tensor)}
     if rnn_path == "onednn" and any(isinstance(m, nn.LSTM) for m in model.modules()):
         workspace = _combined(workspace, onednn_lstm_workspace)
+    quant_mode = None
     if dequantized:
         names = {id(p): n for n, p in model.named_parameters(remove_duplicate=False)}
         compute = _size_of(precision_spec(precision).compute_dtype)
         deq = {storage_key(state[names[i]]): state[names[i]].numel() * compute for i in dequantized if i in names}
         workspace = _with_dequantized(workspace, deq)
+        if dequantized_saves_input:
+            quant_mode = _SavesInput(set(deq))
     alloc = Allocations(external, param_keys, workspace)
     saved = SavedTensors(external)
     handles = []
@@ -536,6 +543,8 @@ def trace_step(
                 stack.enter_context(_mkldnn(True))
             if grad_checkpointing and blocks:
                 stack.enter_context(checkpointed(blocks))
+            if quant_mode is not None:
+                stack.enter_context(quant_mode)
             stack.enter_context(fake_mode)
             stack.enter_context(alloc)
             with torch.enable_grad(), saved.hooks():
@@ -645,6 +654,37 @@ def _mkldnn(enabled: bool):
         yield
     finally:
         torch._C._set_mkldnn_enabled(previous)
+
+
+class _LinearSavingInput(torch.autograd.Function):
+    """A frozen linear layer whose autograd function keeps its input for the backward."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        return F.linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad):
+        _x, weight = ctx.saved_tensors
+        return grad @ weight, None, None
+
+
+class _SavesInput(torch.overrides.TorchFunctionMode):
+    """``F.linear`` on one of the given (quantised) weights saves its input too."""
+
+    def __init__(self, keys: set[int]) -> None:
+        super().__init__()
+        self.keys = keys
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is F.linear:
+            x, w = args[0], args[1] if len(args) > 1 else kwargs.get("weight")
+            b = args[2] if len(args) > 2 else kwargs.get("bias")
+            if isinstance(w, torch.Tensor) and storage_key(w) in self.keys and x.requires_grad:
+                return _LinearSavingInput.apply(x, w, b)
+        return func(*args, **kwargs)
 
 
 def _combined(a: Callable | None, b: Callable) -> Callable:

@@ -463,16 +463,17 @@ def _extrapolated(model: nn.Module, trace_fn: Callable[[], StepTrace], flops_fn:
 # ----------------------------------------------------------------------------- quantised bases
 
 
-def _quantized_weights(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
-    """Frozen ``nn.Linear`` weights outside the head: what bitsandbytes stores quantised."""
+def _quantized_weights(model: nn.Module, head: bool = False) -> list[tuple[str, nn.Parameter]]:
+    """Frozen ``nn.Linear`` weights (outside the head unless ``head``): what bitsandbytes stores quantised."""
     from layerwise.analysis.kinds import assign_kinds
 
     kinds = assign_kinds(model)
     out, seen = [], set()
     for name, m in model.named_modules():
-        if not isinstance(m, nn.Linear) or kinds.get(name) == "head":
+        if not isinstance(m, nn.Linear):
             continue
-        if any(kinds.get(name.rsplit(".", i)[0]) == "head" for i in range(1, name.count(".") + 1)):
+        if not head and (kinds.get(name) == "head" or any(
+                kinds.get(name.rsplit(".", i)[0]) == "head" for i in range(1, name.count(".") + 1))):
             continue
         w = m.weight
         if w is None or w.requires_grad or id(w) in seen or w.dim() != 2:
@@ -532,6 +533,8 @@ def plan(
     optimizer_impl: str = "auto",
     base_dtype: str | None = None,
     double_quant: bool = True,
+    quantize_head: bool = False,
+    quant_saves_input: bool = False,
     devices: int = 1,
     shard: str = "ddp",
     extrapolate: bool = True,
@@ -562,6 +565,9 @@ def plan(
         strategy, strategy_record: the strategy that made the model what it is (labels).
         base_dtype: ``nf4``, ``fp4`` or ``int8``: frozen Linear weights stored quantised
             (``double_quant``: bitsandbytes' nested quantisation of the 4-bit absmax).
+            ``quantize_head``: the output layer too (litgpt's bitsandbytes plugin converts
+            every Linear; transformers keeps the output layer). ``quant_saves_input``: the
+            quantised layers keep their input for the backward, as bitsandbytes did in 2023.
         devices, shard: data parallel over ``devices`` with ``ddp``, ``zero1``, ``zero2``,
             ``zero3`` or ``fsdp``; every byte of the plan is then per device.
         extrapolate: trace 2, 3 and 4 of the repeated blocks and extrapolate (exact; see
@@ -628,7 +634,7 @@ def plan(
     def dtype_of(t: torch.Tensor) -> torch.dtype:
         return param_dtype if t.is_floating_point() else t.dtype
 
-    quantized = _quantized_weights(m) if qspec is not None else []
+    quantized = _quantized_weights(m, quantize_head) if qspec is not None else []
     if qspec is not None and not quantized:
         raise ConfigError(f"--base-dtype {base_dtype}: no frozen Linear weight to store quantised "
                           f"(strategy {strategy or 'as built'} trains them all); use it with lora, qlora, head or top-k")
@@ -643,7 +649,8 @@ def plan(
                           loss_fn, workspace=onednn_conv_workspace if device == "cpu" else None,
                           param_dtype=param_dtype if param_dtype != torch.float32 else None,
                           rnn_path="onednn" if device == "cpu" else "native", dequantized=qids or None,
-                          grad_shards=grad_shards, fsdp_units=_blocks(m) if fsdp else None)
+                          grad_shards=grad_shards, fsdp_units=_blocks(m) if fsdp else None,
+                          dequantized_saves_input=quant_saves_input)
 
     def flops_fn() -> dict:
         from layerwise.analysis.core import analyze

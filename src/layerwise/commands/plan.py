@@ -71,7 +71,7 @@ def run(args) -> int:
     import torch
 
     from layerwise.errors import ConfigError, LayerwiseError
-    from layerwise.jobs.plan import COMPARE_STRATEGIES, compare_strategies, measure, plan, plan_inference
+    from layerwise.jobs.plan import COMPARE_STRATEGIES, compare_strategies, is_gan, measure, plan, plan_gan, plan_inference
     from layerwise.targets import parse_shape, resolve
     from layerwise.vocab import optimizer_spec, precision_spec, quant_spec
 
@@ -179,6 +179,13 @@ def run(args) -> int:
         plans = [m.plan]
         docs["measurement"] = m
         tables += [plan_table(m.plan), measurement_table(m)]
+    elif is_gan(model) and args.strategy is None:
+        g = plan_gan(model, **planning, **common)
+        docs["gan"] = g
+        plans = [g.discriminator, g.generator]
+        tables += [plan_table(g.discriminator), plan_table(g.generator)]
+        notes_extra = [f"GAN step peak: {g.peak_bytes:,} bytes ({g.peak_bytes / 2**20:,.2f} MiB) in the {g.peak_step} "
+                       "step, with the other network's optimizer state"]
     else:
         p = plan(model, strategy=args.strategy, activation_formula=True, **planning, **common)
         plans = [p]

@@ -150,6 +150,85 @@ def plan_training(model: nn.Module, config, batch: tuple[torch.Tensor, ...], tas
                           name=name or type(model).__name__, param_groups=trainer_groups(m), **kwargs)
 
 
+# ----------------------------------------------------------------------------- GANs
+
+
+class _DiscriminatorStep(nn.Module):
+    """The discriminator's step of a GAN: real images and a generated batch (no gradient into G)."""
+
+    def __init__(self, gan: nn.Module) -> None:
+        super().__init__()
+        self.gan = gan
+
+    def forward(self, z: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        fake = self.gan(z).detach()  # (B, C, H, W)
+        return torch.cat([self.gan.discriminate(real), self.gan.discriminate(fake)])  # (2B, 1) logits
+
+
+class _GeneratorStep(nn.Module):
+    """The generator's step: D(G(z)), the gradient flowing through the frozen discriminator into G."""
+
+    def __init__(self, gan: nn.Module) -> None:
+        super().__init__()
+        self.gan = gan
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.gan.discriminate(self.gan(z))  # (B, 1) logits
+
+
+def is_gan(model: nn.Module) -> bool:
+    """A model with a generator, a discriminator and ``discriminate(x)`` (layerwise's GAN family)."""
+    return all(hasattr(model, a) for a in ("generator", "discriminator", "discriminate"))
+
+
+@dataclass
+class GANPlan:
+    """The two steps of GAN training (Goodfellow et al. 2014; the DCGAN recipe): the discriminator
+    on real and generated images, then the generator through the discriminator. Each step's plan
+    holds both networks' weights and its own network's gradients and optimizer state; the other
+    network's optimizer state is live too, so the GAN's peak is the larger of the two sums."""
+
+    discriminator: Plan
+    generator: Plan
+    peak_bytes: int
+    peak_step: str
+
+    def to_dict(self) -> dict:
+        return {"discriminator": self.discriminator.to_dict(), "generator": self.generator.to_dict(),
+                "peak_bytes": self.peak_bytes, "peak_step": self.peak_step}
+
+
+def plan_gan(model: nn.Module, batch_size: int = 1, name: str | None = None, precision: str | None = None,
+             optimizer: str | None = None, **kwargs) -> GANPlan:
+    """Plan both steps of training a GAN (see :class:`GANPlan`); ``batch_size`` images per step."""
+    if not is_gan(model):
+        raise ConfigError(f"{type(model).__name__} is not a GAN (no generator, discriminator and discriminate())")
+    for k in ("seq_len", "input_shape", "inputs"):
+        if kwargs.get(k) is not None:
+            raise ConfigError(f"--{k.replace('_', '-')}: a GAN's steps take noise and images; use --batch")
+        kwargs.pop(k, None)
+    kwargs.pop("strategy", None)
+    name = name or type(model).__name__
+    cfg = model.config
+    steps = {}
+    for label, wrapper, train in (("discriminator", _DiscriminatorStep, "discriminator"),
+                                  ("generator", _GeneratorStep, "generator")):
+        m = meta_copy(model)
+        for net in ("generator", "discriminator"):
+            for p in getattr(m, net).parameters():
+                p.requires_grad_(net == train)
+        z = torch.empty(batch_size, cfg.latent_dim, device="meta")
+        inputs = (z, torch.empty(batch_size, *cfg.image_shape, device="meta")) if train == "discriminator" else (z,)
+        step = wrapper(m)
+        steps[label] = plan_model(step, inputs=inputs, name=f"{name} ({label} step)", strategy=f"{label} step",
+                                  precision=precision or "fp32", optimizer=optimizer or "adamw",
+                                  param_groups=trainer_groups(step), **kwargs)
+    d, g = steps["discriminator"], steps["generator"]
+    totals = {"discriminator": d.peak_bytes + g.optimizer_state_bytes, "generator": g.peak_bytes + d.optimizer_state_bytes}
+    which = max(totals, key=totals.get)
+    return GANPlan(d, g, totals[which], which)
+
+
 # ----------------------------------------------------------------------------- measure
 
 
