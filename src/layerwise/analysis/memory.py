@@ -129,6 +129,7 @@ class Allocations(TorchDispatchMode):
 
     def _free(self, key: int) -> None:
         self.current -= self.sizes.pop(key, 0)
+        self.weight_copies.discard(key)  # the address may come back for another storage
 
     def settle(self) -> None:
         if self.pending is not None:
@@ -556,6 +557,8 @@ def trace_step(
                 after_loss = alloc.current
                 alloc.settle()
                 forward_peak = alloc.peak
+                # autocast's casts of weights that autograd keeps: counted while they are all alive
+                copies = sum(n for k, n in saved.sizes.items() if k in alloc.weight_copies)
                 if not loss.requires_grad:
                     raise LayerwiseError("the loss does not depend on any trainable parameter: nothing to train")
                 alloc.reset_peak()
@@ -576,7 +579,6 @@ def trace_step(
         for h in handles:
             h.remove()
         model.train(was_training)
-    copies = sum(n for k, n in saved.sizes.items() if k in alloc.weight_copies)
     return StepTrace(
         saved_bytes=saved.bytes,
         saved_tensors=saved.tensors,

@@ -421,7 +421,7 @@ def _keep_blocks(run: _Run, n: int):
 
 
 _TRACE_FIELDS = ("saved_bytes", "saved_tensors", "weight_copy_bytes", "activation_bytes", "loss_bytes",
-                 "forward_peak_bytes", "backward_peak_bytes", "gradient_bytes")
+                 "forward_peak_bytes", "backward_peak_bytes", "gradient_bytes", "gathered_root_bytes")
 
 
 def _extrapolated(model: nn.Module, trace_fn: Callable[[], StepTrace], flops_fn: Callable[[], dict]):

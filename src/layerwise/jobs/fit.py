@@ -185,6 +185,8 @@ def fit(model: nn.Module, budget: int | str, strategies=FIT_STRATEGIES, precisio
 
 
 def _fit_one(model, strategy, precision, budget, batch, seq_len, limit, common) -> FitRow:
+    common = {k: v for k, v in common.items() if k != "grad_checkpointing"}
+
     def run(b: int, s: int | None = seq_len, ckpt: bool = False):
         return plan(model, strategy=strategy, precision=precision, batch_size=b, seq_len=s,
                     grad_checkpointing=ckpt, **common)
@@ -211,9 +213,11 @@ def _fit_one(model, strategy, precision, budget, batch, seq_len, limit, common) 
             max_seq = _max_seq(lambda s: run(batch, s, ckpt=ckpt), budget, seq, top)
     elif seq is not None:
         max_seq = 0
-    speed_plan = run(max_batch, ckpt=ckpt) if fits and max_batch != batch else at
-    secs = speed_plan.seconds_per_step
-    tps = (speed_plan.tokens_per_step * base.devices / secs) if (secs and speed_plan.tokens_per_step) else None
+    secs = tps = None
+    if fits:
+        speed_plan = run(max_batch, ckpt=ckpt) if max_batch != batch else at
+        secs = speed_plan.seconds_per_step
+        tps = (speed_plan.tokens_per_step * base.devices / secs) if (secs and speed_plan.tokens_per_step) else None
     note = ""
     if ckpt and fits:
         note = "fits only with gradient checkpointing"

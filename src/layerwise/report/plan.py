@@ -201,16 +201,16 @@ def plot_plans(plans, path: str | Path, labels: list[str] | None = None) -> Path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = []
+    parts = []
     for p in plans:
         for name, value in p.peak_breakdown():
             key = "transient" if name.endswith("transient") else name
-            if value and key not in labels:
-                labels.append(key)
+            if value and key not in parts:
+                parts.append(key)
     fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(plans) + 4), 4.8))
     bottoms = [0.0] * len(plans)
     cmap = plt.get_cmap("tab10")
-    for i, label in enumerate(labels):
+    for i, label in enumerate(parts):
         vals = []
         for p in plans:
             d = {("transient" if k.endswith("transient") else k): v for k, v in p.peak_breakdown()}
