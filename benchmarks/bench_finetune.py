@@ -107,7 +107,8 @@ def lora_steps(steps: int, batch: int = 32, seq: int = 64, data: str = "random")
 
 
 def cache_speedup(strategy: str, train_fraction: float, epochs: int = 1) -> dict:
-    from layerwise.jobs.finetune import default_lr, finetune
+    from layerwise.finetune import default_lr
+    from layerwise.jobs.finetune import finetune
     from layerwise.train.config import TrainConfig
 
     out = {}

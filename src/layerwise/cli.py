@@ -8,16 +8,28 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import shlex
 import sys
+import traceback
+from pathlib import Path
 
 from layerwise.errors import LayerwiseError
 
-COMMANDS = ("summary", "models", "plan", "pretrain", "train", "generate", "eval", "finetune", "compare", "report", "demo")
+COMMANDS = ("summary", "models", "plan", "pretrain", "train", "generate", "eval", "finetune", "compare", "report", "demo",
+            "examples")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with layerwise's one-line errors: ``layerwise: error: <what> (see --help)``."""
+
+    def error(self, message: str):  # noqa: D401 - argparse's hook
+        self.exit(2, f"layerwise: error: {self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="layerwise", description="How deep is this network, and where do its trainable parameters live?")
-    sub = p.add_subparsers(dest="command", required=True)
+    p = _Parser(prog="layerwise", description="How deep is this network, and where do its trainable parameters live?")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name in COMMANDS:
         try:
             mod = importlib.import_module(f"layerwise.commands.{name}")
@@ -29,17 +41,43 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def resume_command(argv: list[str]) -> str:
+    """The command line that continues an interrupted run: the same one with --resume."""
+    args = [a for a in argv if a != "--overwrite"]
+    if "--resume" not in args:
+        args.append("--resume")
+    return shlex.join(["layerwise", *args])
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        args = parser.parse_args(argv)
         return args.func(args)
+    except SystemExit as e:  # argparse: --help (0) or a usage error (2, already printed)
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
     except LayerwiseError as e:
-        print(f"layerwise: error: {e}", file=sys.stderr)
+        print(f"layerwise: error: {_one_line(e)}", file=sys.stderr)
+        if getattr(e, "run_status", None) == "interrupted":
+            print(f"layerwise: continue with: {resume_command(argv)}", file=sys.stderr)
+            return 130
         return 2
     except KeyboardInterrupt:
         print("layerwise: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001 - the last guard: a bug in layerwise is one line too
+        if os.environ.get("LAYERWISE_DEBUG"):
+            raise
+        where = traceback.extract_tb(e.__traceback__)[-1]
+        print(f"layerwise: internal error: {type(e).__name__}: {_one_line(e)} (at {Path(where.filename).name}:{where.lineno}; "
+              "this is a bug in layerwise: set LAYERWISE_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 70
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return text if len(text) <= 400 else text[:397] + "..."
 
 
 if __name__ == "__main__":

@@ -168,3 +168,40 @@ def test_lora_targets_by_kind_and_glob():
 def test_parse_strategy_composes():
     assert [str(s) for s in parse_strategy("lora:8:16+norms+head")] == ["lora:8:16.0", "train:norm", "head"]
     assert [str(s) for s in parse_strategy("top-2")] == ["top:2"]
+
+
+ITEMS = ["full", "head", "top-1", "bitfit", "lora:4", "adapter:8", "norms", "freeze:embedding", "train:embedding",
+         "freeze:head", "train:head", "freeze:adapter", "train:adapter", "freeze:attention", "train:mlp", "freeze:*.bias"]
+
+
+def test_every_pair_of_strategy_items_applies_or_explains_itself():
+    """Each pair either applies (the kinds recomputed after LoRA/adapters) or is refused with a
+    one-line ConfigError naming the reason; never another exception."""
+    from layerwise.errors import ConfigError
+    from layerwise.models import build
+
+    outcomes = {}
+    for a in ITEMS:
+        for b in ITEMS:
+            spec = f"{a}+{b}"
+            m = build("bert-tiny", head="sequence_classification", num_labels=2, device="meta")
+            try:
+                r = apply_strategy(m, spec)
+            except ConfigError as e:
+                assert "\n" not in str(e) and str(e), spec
+                outcomes[spec] = str(e)
+                continue
+            unique = {id(p): p for p in m.parameters()}.values()
+            assert r.trainable == sum(p.numel() for p in unique if p.requires_grad) > 0, spec
+            assert r.total == r.total_base + r.added, spec
+            outcomes[spec] = r.trainable
+    assert len(outcomes) == len(ITEMS) ** 2
+    # kinds are recomputed after a step that adds modules: the adapters just added are found
+    assert "leaves nothing trainable" in outcomes["adapter:8+freeze:adapter"]
+    assert "leaves nothing trainable" in outcomes["lora:4+freeze:adapter"]  # LoRA factors are of kind adapter
+    assert isinstance(outcomes["adapter:8+train:head"], int)
+    assert "no layer of kind 'adapter'" in outcomes["head+train:adapter"]
+    assert "appears twice" in outcomes["lora:4+lora:4"]
+    # later items win: freezing what an earlier item trained
+    assert outcomes["full+freeze:embedding"] < outcomes["full+train:embedding"]
+    assert outcomes["head+freeze:head"].endswith("leaves nothing trainable (every parameter ends frozen)")

@@ -64,3 +64,20 @@ def test_errors_are_one_line_exit_2(argv, expected, capsys, tmp_path):
     assert main([*argv, "--out", str(tmp_path / "r")] if argv[0] != "generate" else argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("layerwise: error:") and expected in err and "\n" not in err
+
+
+def test_eval_on_data_that_cannot_feed_the_model_is_one_line(tmp_path, capsys):
+    run = tmp_path / "cnn"
+    assert main(["train", "--model", "seed-cnn-mnist", "--data", "mnist-5k", "--steps", "2", "--out-dir", str(run),
+                 "--no-progress"]) == 0
+    capsys.readouterr()
+    for data, expected in [("digits", "has images of shape (1, 8, 8); the model takes (1, 28, 28)"),
+                           ("sms-spam", "holds texts; this checkpoint was trained on images (mnist-5k)"),
+                           ("shakespeare-1m", "needs labelled data")]:
+        assert main(["eval", "--ckpt", str(run), "--data", data]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("layerwise: error: eval: --data") and expected in err and "\n" not in err
+    assert main(["eval", "--ckpt", str(run), "--device", "cuda"]) == 2
+    assert "CUDA is not available in this torch build" in capsys.readouterr().err
+    assert main(["generate", "--ckpt", str(run), "--device", "tpu"]) == 2
+    assert "unknown device 'tpu'" in capsys.readouterr().err

@@ -129,7 +129,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_pat
     with pytest.raises(NonFiniteLossError) as e:
         train(model, LanguageModelTask(16), _tokens(), config=cfg)
     msg = str(e.value)
-    assert msg.startswith("step 7: the training loss is nan") and "step-00000005" in msg and "\n" not in msg
+    assert msg.startswith("diverged at step 7 (loss nan, not finite)") and "step-00000005" in msg and "\n" not in msg
     mgr = CheckpointManager(tmp_path / "checkpoints")
     assert mgr.steps() == [5]
     good = _NaNAfter(_gpt(), n=10**9)
@@ -201,7 +201,7 @@ def test_bad_data_is_a_one_line_error():
         train(_gpt(), LanguageModelTask(16), short, config=TrainConfig(steps=1))
     with pytest.raises(LayerwiseError, match="label 3 is not a class index in 0..2"):
         train(_mlp(), ClassificationTask(3), (torch.randn(4, 8), torch.tensor([0, 1, 2, 3])), config=TrainConfig(steps=1))
-    with pytest.raises(ConfigError, match="resume: TrainConfig.out_dir"):
+    with pytest.raises(ConfigError, match="--resume: needs --out-dir"):
         Trainer(_mlp(), ClassificationTask(3), _blobs(), config=TrainConfig(steps=1)).fit(resume=True)
 
 

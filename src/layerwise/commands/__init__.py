@@ -1,13 +1,58 @@
 """CLI subcommands: each module has register(subparsers) and run(args)."""
 
 
-def stdout_console():
-    """A rich Console for standard output. Piped or redirected output (a log file, CI)
-    is not a terminal and would be cut to 80 columns, truncating wide tables to "…";
-    it gets 200 columns instead (a table still takes only the width it needs)."""
+def stdout_console(stderr: bool = False):
+    """A rich Console for standard output (or error). Piped or redirected output (a log
+    file, CI) is not a terminal and would be cut to 80 columns, truncating wide tables to
+    "…" and wrapping log lines; it gets 200 columns instead (a table still takes only the
+    width it needs), unless ``COLUMNS`` says otherwise."""
+    import os
+
     from rich.console import Console
 
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=200)
+    console = Console(stderr=stderr)
+    if not console.is_terminal and not os.environ.get("COLUMNS"):
+        console = Console(stderr=stderr, width=200)
     return console
+
+
+def _number(kind, text: str, low=None, high=None, low_open=False, high_open=False, what: str = ""):
+    import argparse
+    import math
+
+    try:
+        v = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if isinstance(v, float) and not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+    if low is not None and (v < low or (low_open and v == low)):
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+    if high is not None and (v > high or (high_open and v == high)):
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+    return v
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    return _number(int, text, low=1, what="an integer >= 1")
+
+
+def nonnegative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    return _number(int, text, low=0, what="an integer >= 0")
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    return _number(float, text, low=0.0, low_open=True, what="a finite number > 0")
+
+
+def probability(text: str) -> float:
+    """argparse type: a number in [0, 1)."""
+    return _number(float, text, low=0.0, high=1.0, high_open=True, what="a number in [0, 1)")
+
+
+def fraction(text: str) -> float:
+    """argparse type: a number in [0, 1)."""
+    return _number(float, text, low=0.0, high=1.0, high_open=True, what="a fraction in [0, 1)")

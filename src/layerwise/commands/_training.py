@@ -53,15 +53,15 @@ def train_config_from_args(args: argparse.Namespace, defaults: dict | None = Non
     layers = [defaults or {}]
     if getattr(args, "train_config", None):
         layers.append(TrainConfig.load(args.train_config).to_dict())
-    layers.append({f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)})
-    data: dict = {}
-    for layer in layers:  # later layers win; giving one of steps/epochs unsets the other
-        if layer.get("steps") is not None and layer.get("epochs") is None:
-            data["epochs"] = None
-        if layer.get("epochs") is not None and layer.get("steps") is None:
-            data["steps"] = None
-        data.update({k: v for k, v in layer.items() if k not in ("steps", "epochs") or v is not None})
-    return TrainConfig.from_dict(data)
+    layers.append(train_flags_given(args))
+    return TrainConfig.layered(*layers)
+
+
+def train_flags_given(args: argparse.Namespace) -> dict:
+    """The TrainConfig fields set by flags on the command line (not their defaults)."""
+    from layerwise.train.config import TrainConfig
+
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
 
 
 def parse_overrides(items: list[str] | None) -> dict:
@@ -82,32 +82,62 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="model preset name or config file (.json/.toml)")
     parser.add_argument("--set", dest="model_set", action="append", metavar="KEY=VALUE",
                         help="override a model config field (repeatable), e.g. --set dropout=0.1")
-    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in the run directory")
+    add_run_arguments(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
 
 
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """--resume and --overwrite: what to do when the run directory already holds a run."""
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in the run directory from its newest checkpoint that verifies")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the run already in the run directory (it is moved aside, then deleted)")
+
+
 def _fmt(v) -> str:
+    """Metrics as a person reads them: 4 decimals ("1.0000", not "1")."""
     if isinstance(v, float):
-        return f"{v:.4g}"
+        return f"{v:.4f}" if abs(v) < 1e4 else f"{v:.4g}"
     return str(v)
 
 
 class Progress:
-    """A rich progress bar fed by the trainer's events (only on rank 0 under torchrun)."""
+    """The trainer's events on standard error: a rich progress bar, or (``enabled=False``,
+    ``--no-progress``) plain log lines: start, resume, notes, every evaluation, the train
+    loss about every 5% of the run, and the end. Only rank 0 speaks under torchrun."""
 
     def __init__(self, enabled: bool = True) -> None:
-        from rich.console import Console
+        from layerwise.commands import stdout_console
 
-        self.console = Console(stderr=True)
-        self.enabled = enabled and os.environ.get("RANK", "0") == "0"
+        self.console = stdout_console(stderr=True)
+        self.speak = os.environ.get("RANK", "0") == "0"
+        self.use_bar = enabled
         self.bar = None
         self.task = None
+        self.unit = "examples"
         self.fields = {"loss": "", "speed": "", "mfu": ""}
+        self._every = self._last = 1
+
+    def _line(self, text: str) -> None:
+        (self.bar.console if self.bar is not None else self.console).print(text, highlight=False, markup=False, soft_wrap=True)
 
     def __call__(self, ev) -> None:
-        if not self.enabled:
+        if not self.speak:
             return
         if ev.kind == "start":
+            r = ev.record
+            self.unit = r.get("unit", "examples")
+            for note in r.get("notes") or []:
+                self._line(f"note: {note}")
+            self._line(
+                f"training {r['trainable_params']:,} of {r['params']:,} parameters on {r['device']}"
+                f" x{r['world_size']}; {ev.total_steps:,} steps"
+                + (f", resuming at step {ev.step} from {r['resumed_from']}" if ev.step else "")
+                + (f"; matmul peak {r['peak_flops'] / 1e9:.0f} GFLOP/s" if r.get("peak_flops") else "")
+            )
+            self._every, self._last = max(1, ev.total_steps // 20), ev.step
+            if not self.use_bar:
+                return
             from rich.progress import (
                 BarColumn,
                 MofNCompleteColumn,
@@ -117,14 +147,6 @@ class Progress:
             )
             from rich.progress import Progress as RichProgress
 
-            r = ev.record
-            self.unit = r.get("unit", "examples")
-            self.console.print(
-                f"training {r['trainable_params']:,} of {r['params']:,} parameters on {r['device']}"
-                f" x{r['world_size']}; {ev.total_steps:,} steps"
-                + (f", resuming at step {ev.step}" if ev.step else "")
-                + (f"; matmul peak {r['peak_flops'] / 1e9:.0f} GFLOP/s" if r.get("peak_flops") else "")
-            )
             self.bar = RichProgress(
                 TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
                 TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[speed]}"),
@@ -133,21 +155,30 @@ class Progress:
             )
             self.bar.start()
             self.task = self.bar.add_task("train", total=ev.total_steps, completed=ev.step, **self.fields)
-        elif self.bar is None:
-            return
         elif ev.kind == "step":
-            self.bar.update(self.task, completed=ev.step, loss=f"{ev.record['loss']:.4f}")
+            if self.bar is not None:
+                self.bar.update(self.task, completed=ev.step, loss=f"{ev.record['loss']:.4f}")
         elif ev.kind == "log":
             r = ev.record
             speed = r.get(f"{self.unit}_per_s")
             m = r.get("mfu")
-            self.bar.update(self.task, speed=f"{speed:,.0f} {self.unit}/s" if speed else "", mfu=f"{100 * m:.1f}%" if m else "n/a")
+            if self.bar is not None:
+                self.bar.update(self.task, speed=f"{speed:,.0f} {self.unit}/s" if speed else "",
+                                mfu=f"{100 * m:.1f}%" if m else "n/a")
+            elif ev.step - self._last >= self._every or ev.step == ev.total_steps:
+                self._last = ev.step
+                self._line(f"step {ev.step:,}/{ev.total_steps:,}: train loss {r['loss']:.4f}"
+                           + (f", {speed:,.0f} {self.unit}/s" if speed else "") + (f", MFU {100 * m:.1f}%" if m else ""))
         elif ev.kind == "eval":
             keys = [k for k in ("loss", "perplexity", "accuracy", "precision", "recall", "f1", "f1_macro") if k in ev.record]
-            self.bar.console.print(f"step {ev.step}: validation " + ", ".join(f"{k} {_fmt(ev.record[k])}" for k in keys))
+            self._line(f"step {ev.step:,}: validation " + ", ".join(f"{k} {_fmt(ev.record[k])}" for k in keys))
         elif ev.kind == "end":
-            self.bar.stop()
-            self.bar = None
+            if self.bar is not None:
+                self.bar.stop()
+                self.bar = None
+            r = ev.record
+            self._line(f"done: {ev.step:,} of {ev.total_steps:,} steps in {r.get('seconds', 0):.1f} s"
+                       + (" (stopped early)" if r.get("stopped_early") else ""))
 
     def close(self) -> None:
         if self.bar is not None:

@@ -14,9 +14,15 @@ def run(args) -> int:
     from layerwise.commands._training import Progress, train_config_from_args
     from layerwise.jobs.finetune import compare, comparison_markdown
 
+    from layerwise.errors import ConfigError
+
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
-    out = args.out_dir_compare
-    config = train_config_from_args(args, defaults={"epochs": 2, "steps": None, "batch_size": 32})
+    if args.rank is not None:
+        raise ConfigError("--rank: compare runs several strategies; give each LoRA its rank in --strategies (lora:8,lora:16)")
+    if args.resume:
+        raise ConfigError("--resume: compare does not resume; it reruns every strategy (use --overwrite to replace the report)")
+    config = train_config_from_args(args, defaults={"epochs": 2, "steps": None, "batch_size": 32, "out_dir": "runs/compare"})
+    out = config.out_dir
     auto_lr = not hasattr(args, "lr") and not getattr(args, "train_config", None)
     console = stdout_console()
     progress = Progress(enabled=not args.no_progress)
@@ -30,7 +36,8 @@ def run(args) -> int:
     c = compare(args.model, args.data, strategies, config, out_dir=out, max_len=args.max_len, val=args.val,
                 test=args.test, train_fraction=args.train_fraction,
                 lora_targets=args.targets.split(",") if args.targets else None, positive=args.positive,
-                cache=not args.no_cache and "auto", auto_lr=auto_lr, on_result=done, callback=progress)
+                cache=not args.no_cache and "auto", auto_lr=auto_lr, on_result=done, callback=progress,
+                lora_alpha=args.alpha, lora_dropout=args.lora_dropout, overwrite=args.overwrite)
     progress.close()
     console.print(Markdown(comparison_markdown(c)))
     console.print(f"report: {out}/compare.md, compare.json, trainable-by-kind.png, f1-vs-trainable.png "
@@ -41,6 +48,5 @@ def run(args) -> int:
 def register(sub) -> None:
     p = sub.add_parser("compare", help="compare fine-tuning strategies: trainable parameters per kind, time, memory, F1")
     p.add_argument("--strategies", default=DEFAULT_STRATEGIES, help=f"comma-separated (default {DEFAULT_STRATEGIES})")
-    p.add_argument("--report-dir", dest="out_dir_compare", default="runs/compare", help="where the report goes")
     add_finetune_arguments(p)
     p.set_defaults(func=run, train_fraction=0.5)

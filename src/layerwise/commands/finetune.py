@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from layerwise.commands._training import Progress, add_train_config_arguments, train_config_from_args
+from layerwise.commands._training import Progress, add_run_arguments, add_train_config_arguments, train_config_from_args
+from layerwise.errors import ConfigError
 
 
 def add_finetune_arguments(p) -> None:
@@ -21,22 +22,38 @@ def add_finetune_arguments(p) -> None:
     p.add_argument("--positive", default=None, help="class (index or name) for binary F1 (default: class 1)")
     p.add_argument("--no-cache", action="store_true", help="do not cache the frozen prefix's outputs")
     p.add_argument("--no-progress", action="store_true")
+    add_run_arguments(p)
     add_train_config_arguments(p)
 
 
 def strategy_spec(strategy: str, rank: int | None, alpha: float | None) -> str:
-    if rank is not None and strategy == "lora":
-        return f"lora:{rank}" + (f":{alpha:g}" if alpha is not None else "")
-    return strategy
+    """The strategy spec from --strategy, --rank and --alpha; a flag the strategy does not
+    take, or one that contradicts the spec, is refused with the reason."""
+    items = strategy.split("+")
+    lora = [i for i, item in enumerate(items) if item.split(":")[0] == "lora"]
+    if (rank is not None or alpha is not None) and not lora:
+        flag = "--rank" if rank is not None else "--alpha"
+        raise ConfigError(f"{flag}: applies to LoRA only; --strategy {strategy} has no lora item")
+    if rank is not None and rank < 1:
+        raise ConfigError(f"--rank: expected an integer >= 1, got {rank}")
+    if lora:
+        i = lora[0]
+        parts = items[i].split(":")
+        if rank is not None and len(parts) > 1 and parts[1] != str(rank):
+            raise ConfigError(f"--rank {rank} contradicts --strategy {strategy} (rank {parts[1]}); give the rank once")
+        if alpha is not None and len(parts) > 2 and float(parts[2]) != alpha:
+            raise ConfigError(f"--alpha {alpha:g} contradicts --strategy {strategy} (alpha {parts[2]}); give alpha once")
+        r = parts[1] if len(parts) > 1 else str(rank if rank is not None else 8)
+        a = parts[2] if len(parts) > 2 else (f"{alpha:g}" if alpha is not None else None)
+        items[i] = ":".join(["lora", r] + ([a] if a is not None else []))
+    return "+".join(items)
 
 
 def run(args) -> int:
     from layerwise.jobs.finetune import finetune
 
     spec = strategy_spec(args.strategy, args.rank, args.alpha)
-    if spec == "lora":
-        spec = "lora:8"
-    from layerwise.jobs.finetune import default_lr
+    from layerwise.finetune import default_lr
     from layerwise.finetune.strategies import parse_strategy
 
     parse_strategy(spec)
@@ -47,7 +64,7 @@ def run(args) -> int:
         r = finetune(args.model, args.data, spec, config, lora_targets=args.targets.split(",") if args.targets else None,
                      lora_dropout=args.lora_dropout, max_len=args.max_len, val=args.val, test=args.test,
                      train_fraction=args.train_fraction, positive=args.positive, cache=not args.no_cache and "auto",
-                     callback=progress)
+                     callback=progress, resume=args.resume, overwrite=args.overwrite)
     finally:
         progress.close()
     print(f"{spec}: trains {r.trainable:,} of {r.params_base:,} base parameters "

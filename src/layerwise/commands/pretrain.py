@@ -27,6 +27,7 @@ def run(args) -> int:
             val=args.val,
             model_overrides=parse_overrides(args.model_set),
             resume=args.resume,
+            overwrite=args.overwrite,
             callback=progress,
             cache_dir=args.cache_dir,
         )

@@ -5,10 +5,25 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from layerwise.commands import nonnegative_int, positive_int
+
 def run(args) -> int:
+    from layerwise.devices import check_device_name, resolve_device
+    from layerwise.io import PLOT_SUFFIXES, TEXT_SUFFIXES, check_output_file
     from layerwise.report import table
     from layerwise.targets import analyze_target, parse_shape
 
+    # every output is checked before any work is done
+    if check_device_name(args.device) != "meta":
+        resolve_device(args.device)
+    if args.output:
+        check_output_file(args.output, TEXT_SUFFIXES, "--output")
+    if args.plot:
+        check_output_file(args.plot, PLOT_SUFFIXES, "--plot")
+    if args.out_dir:
+        from layerwise.rundir import check_run
+
+        check_run(args.out_dir, "summary", overwrite=args.overwrite)
     shape = parse_shape(args.input_shape) if args.input_shape else None
     analyses = [
         analyze_target(t, input_shape=shape, batch_size=args.batch_size, seq_len=args.seq_len, device=args.device)
@@ -41,8 +56,10 @@ def run(args) -> int:
         sys.stdout.write(text)
     if args.out_dir:
         from layerwise.report.runs import write_summary_dir
+        from layerwise.rundir import open_run
 
-        write_summary_dir(analyses, args.out_dir)
+        with open_run(args.out_dir, "summary", overwrite=args.overwrite, info={"targets": list(args.targets)}):
+            write_summary_dir(analyses, args.out_dir)
         print(f"run directory written to {args.out_dir} (layerwise report {args.out_dir} builds its HTML page)", file=sys.stderr)
     if args.plot:
         from layerwise.report import plots
@@ -60,10 +77,10 @@ def register(sub) -> None:
     s.add_argument("targets", nargs="+", metavar="TARGET",
                    help="preset name, layerwise config (.json/.toml), Hugging Face config.json, or package.module:factory")
     s.add_argument("--input-shape", help="input shape, e.g. 1,3,224,224 (token ids for models that start with an embedding)")
-    s.add_argument("--batch-size", type=int, default=1)
-    s.add_argument("--seq-len", type=int, default=None, help="sequence length for language models")
+    s.add_argument("--batch-size", type=positive_int, default=1)
+    s.add_argument("--seq-len", type=positive_int, default=None, help="sequence length for language models")
     s.add_argument("--by", choices=["layer", "kind", "block"], default="layer")
-    s.add_argument("--show-nesting", type=int, default=None, metavar="N",
+    s.add_argument("--show-nesting", type=nonnegative_int, default=None, metavar="N",
                    help="display module-tree rows down to nesting level N (a display limit, not network depth)")
     s.add_argument("--explain", action="store_true", help="show each layer's parameter formula with the numbers substituted")
     s.add_argument("--keras", action="store_true", help="Keras-style view (BatchNorm moving statistics as non-trainable params)")
@@ -71,5 +88,6 @@ def register(sub) -> None:
     s.add_argument("--plot", metavar="FILE.png", help="stacked trainable/frozen bars (per kind, block or layer)")
     s.add_argument("--output", "-o", metavar="FILE", help="write the report to FILE instead of the terminal")
     s.add_argument("--out-dir", metavar="DIR", help="also write a run directory (tables, JSON, plots) for `layerwise report`")
+    s.add_argument("--overwrite", action="store_true", help="replace the run already in --out-dir")
     s.add_argument("--device", default="meta", help="device to build on (default meta: no weight memory)")
     s.set_defaults(func=run)

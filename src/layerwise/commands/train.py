@@ -33,6 +33,7 @@ def run(args) -> int:
             positive=positive,
             model_overrides=parse_overrides(args.model_set),
             resume=args.resume,
+            overwrite=args.overwrite,
             callback=progress,
         )
     finally:

@@ -172,18 +172,27 @@ def step_plan(out_dir: Path, emit) -> list[Section]:
 
 
 def run_demo(out_dir: Path, quick: bool = False, emit: Callable[[str], None] = lambda s: None,
-             progress: Callable | None = None) -> Path:
+             progress: Callable | None = None, overwrite: bool = False) -> Path:
+    """Run the four steps into ``out_dir``. A previous demo there is replaced (running
+    ``make demo`` twice just works); any other run is refused unless ``overwrite``."""
+    from layerwise.rundir import open_run, read_manifest
+
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    previous = read_manifest(out_dir) if out_dir.is_dir() else None
+    old_demo = (previous or {}).get("command") == "demo" or (
+        previous is None and (out_dir / "report.json").is_file() and (out_dir / "pretrain").is_dir())
     budget = QUICK if quick else FULL
-    sections = step_depth(out_dir, emit)
-    sections += step_pretrain(out_dir, budget, emit, progress)
-    sections += step_finetune(out_dir, budget, emit, progress)
-    sections += step_plan(out_dir, emit)
-    page = write_report(out_dir / "report.html", "layerwise demo", sections,
-                        subtitle="How deep is this network, and where do its trainable parameters live?"
-                        + (" (quick version)" if quick else ""))
-    atomic_write_text(out_dir / "report.json", json.dumps([{"title": s.title, "data": s.data} for s in sections],
-                                                          indent=2, default=str))
+    with open_run(out_dir, "demo", overwrite=overwrite or old_demo, info={"quick": quick}) as run:
+        for note in run.notes:
+            emit(f"note: {note}")
+        sections = step_depth(out_dir, emit)
+        sections += step_pretrain(out_dir, budget, emit, progress)
+        sections += step_finetune(out_dir, budget, emit, progress)
+        sections += step_plan(out_dir, emit)
+        page = write_report(out_dir / "report.html", "layerwise demo", sections,
+                            subtitle="How deep is this network, and where do its trainable parameters live?"
+                            + (" (quick version)" if quick else ""))
+        atomic_write_text(out_dir / "report.json", json.dumps([{"title": s.title, "data": s.data} for s in sections],
+                                                              indent=2, default=str))
     emit(f"report: {page}")
     return page

@@ -12,6 +12,7 @@ cached (``layerwise.finetune.cache``).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
@@ -24,25 +25,11 @@ from torch import nn
 
 from layerwise.errors import ConfigError, LayerwiseError, LoadError
 from layerwise.finetune.cache import SuffixModel, cache_prefix, first_trainable_stage, supports_stages
-from layerwise.finetune.strategies import StrategyRecord, apply_strategy
+from layerwise.finetune.strategies import StrategyRecord, apply_strategy, default_lr
 from layerwise.io import atomic_write_text
+from layerwise.rundir import RunDir, check_run, open_run
 
 PRETRAINED = ("minilm-l6", "smollm2-135m")
-
-# Learning rates that suit each strategy with AdamW (used when none is given): a head
-# on frozen features or a few bias vectors take large steps; LoRA factors and adapters
-# start at zero and take ~1e-3 (Hu et al. 2021 use 2e-4..5e-4 on larger models); whole
-# pretrained layers take the small steps of full fine-tuning (BERT's 2e-5..5e-5).
-DEFAULT_LR = {"head": 5e-3, "bitfit": 5e-3, "lora": 1e-3, "qlora": 1e-3, "adapter": 1e-3, "top": 2e-4, "full": 5e-5,
-              "train": 1e-3, "freeze": 1e-3}
-
-
-def default_lr(strategy: str) -> float:
-    """The learning rate for a strategy spec (its first item decides)."""
-    from layerwise.finetune.strategies import parse_strategy
-
-    return DEFAULT_LR[parse_strategy(strategy)[0].name]
-
 
 @dataclass
 class FinetuneResult:
@@ -179,14 +166,26 @@ def finetune(
     cache: bool | str = "auto",
     callback: Callable | None = None,
     prepared=None,
+    resume: bool = False,
+    overwrite: bool = False,
+    run: RunDir | None = None,
 ) -> FinetuneResult:
-    """Fine-tune ``model`` on ``data`` with ``strategy`` (see :mod:`layerwise.finetune.strategies`)."""
+    """Fine-tune ``model`` on ``data`` with ``strategy`` (see :mod:`layerwise.finetune.strategies`).
+
+    ``resume`` continues the run in ``config.out_dir``, ``overwrite`` replaces one there
+    (:mod:`layerwise.rundir`); ``run``: a run directory the caller opened (and finishes)."""
     from layerwise.train.tasks import ClassificationTask
     from layerwise.train.trainer import Trainer, seed_everything
 
     from layerwise.finetune.strategies import parse_strategy
 
     parse_strategy(strategy)  # a bad spec fails before anything loads
+    if not 0 <= lora_dropout < 1:
+        raise ConfigError(f"--lora-dropout: expected a probability in [0, 1), got {lora_dropout}")
+    if config.out_dir is not None and run is None:
+        check_run(config.out_dir, "finetune", resume=resume, overwrite=overwrite)
+    elif resume and config.out_dir is None:
+        raise ConfigError("--resume: needs --out-dir naming the run directory to resume from")
     seed_everything(config.seed)
     device = "cpu" if config.device == "auto" and not torch.cuda.is_available() else (
         "cuda" if config.device == "auto" else config.device)
@@ -221,22 +220,32 @@ def finetune(
     planned = _planned_peak(trained_model, task, sets[0], config)
     info = {"finetune": {"model": model, "data": data, "strategy": strategy, "record": record.to_dict(),
                          "cache": cache_info, "max_len": max_len}}
-    trainer = Trainer(trained_model, task, sets[0], sets[1] if len(val_set.labels) else None, config, callback, info)
-    t0 = time.perf_counter()
-    result = trainer.fit()
-    seconds = time.perf_counter() - t0
-    examples = result.steps * config.batch_size * config.grad_accum
-    out = FinetuneResult(
-        model=model, data=data, strategy=strategy, record=record.to_dict(), params_base=record.total_base,
-        trainable=record.trainable, trainable_by_kind=by_kind, train_examples=len(train.labels), steps=result.steps,
-        train_seconds=seconds, examples_per_second=examples / seconds if seconds > 0 else 0.0, cache=cache_info,
-        planned_peak_bytes=planned,
-        val=_plain(trainer.evaluate(sets[1])) if len(val_set.labels) else None,
-        test=_plain(trainer.evaluate(sets[2])) if len(test_set.labels) else None,
-        run_dir=str(result.run_dir) if result.run_dir else None, losses=result.losses,
-    )
-    if result.run_dir is not None:
-        atomic_write_text(Path(result.run_dir) / "finetune.json", json.dumps(out.to_dict(), indent=2, default=str))
+    manifest = {"base": model, "strategy": strategy, "data": {"name": data, "max_len": max_len}}
+    if run is not None:
+        run.update(**manifest)
+        scope = contextlib.nullcontext(run)
+    elif config.out_dir is not None:
+        scope = open_run(config.out_dir, "finetune", resume=resume, overwrite=overwrite, info=manifest)
+    else:
+        scope = contextlib.nullcontext()
+    with scope as run:
+        trainer = Trainer(trained_model, task, sets[0], sets[1] if len(val_set.labels) else None, config, callback, info,
+                          run=run)
+        t0 = time.perf_counter()
+        result = trainer.fit(resume=resume)
+        seconds = time.perf_counter() - t0
+        examples = result.steps * config.batch_size * config.grad_accum
+        out = FinetuneResult(
+            model=model, data=data, strategy=strategy, record=record.to_dict(), params_base=record.total_base,
+            trainable=record.trainable, trainable_by_kind=by_kind, train_examples=len(train.labels), steps=result.steps,
+            train_seconds=seconds, examples_per_second=examples / seconds if seconds > 0 else 0.0, cache=cache_info,
+            planned_peak_bytes=planned,
+            val=_plain(trainer.evaluate(sets[1])) if len(val_set.labels) else None,
+            test=_plain(trainer.evaluate(sets[2])) if len(test_set.labels) else None,
+            run_dir=str(result.run_dir) if result.run_dir else None, losses=result.losses,
+        )
+        if result.run_dir is not None:
+            atomic_write_text(Path(result.run_dir) / "finetune.json", json.dumps(out.to_dict(), indent=2, default=str))
     return out
 
 
@@ -339,17 +348,28 @@ def plot_comparison(c: Comparison, out_dir: Path) -> list[Path]:
 def compare(model: str, data: str, strategies: list[str], config, out_dir: str | Path | None = None,
             max_len: int = 64, val: float = 0.1, test: float = 0.1, train_fraction: float | None = None,
             lora_targets=None, positive=None, cache: bool | str = "auto", keep_runs: bool = False, auto_lr: bool = False,
-            on_result: Callable[[FinetuneResult], None] | None = None, callback: Callable | None = None) -> Comparison:
-    """Run every strategy with the same data, seed and budget; write the report to ``out_dir``.
+            on_result: Callable[[FinetuneResult], None] | None = None, callback: Callable | None = None,
+            lora_alpha: float | None = None, lora_dropout: float = 0.0, overwrite: bool = False) -> Comparison:
+    """Run every strategy with the same data, seed and budget; write the report to ``out_dir``
+    (a run directory of its own: refused when it holds a run, unless ``overwrite``).
 
     ``keep_runs`` also writes each strategy's run directory (checkpoints, metrics) under
     ``out_dir/runs/``; by default only the comparison is written. ``auto_lr`` gives each
-    strategy its own learning rate (:data:`DEFAULT_LR`) instead of ``config.lr``.
+    strategy its own learning rate (the strategy registry's ``default_lr``) instead of ``config.lr``.
     """
     from layerwise.finetune.strategies import parse_strategy
 
+    if not strategies:
+        raise ConfigError("--strategies: empty; expected a comma-separated list such as head,lora:8,full")
+    dupes = sorted({s for s in strategies if strategies.count(s) > 1})
+    if dupes:
+        raise ConfigError(f"--strategies: {', '.join(dupes)} given more than once; each strategy runs once")
     for s in strategies:
         parse_strategy(s)  # every spec is valid before anything runs
+    if not 0 <= lora_dropout < 1:
+        raise ConfigError(f"--lora-dropout: expected a probability in [0, 1), got {lora_dropout}")
+    if out_dir is not None:
+        check_run(out_dir, "compare", overwrite=overwrite)
     _, tok = load_pretrained_classifier(model, 2, "cpu")
     prepared = prepare_data(data, tok, max_len, val, test, config.seed, train_fraction)
     settings = {"epochs": config.epochs, "steps": config.steps, "batch_size": config.batch_size, "lr": config.lr,
@@ -357,17 +377,21 @@ def compare(model: str, data: str, strategies: list[str], config, out_dir: str |
                 "lr_by_strategy": {s: default_lr(s) for s in strategies} if auto_lr else None,
                 "train_examples": len(prepared[1][0].labels), "train_fraction": train_fraction}
     results = []
-    for s in strategies:
-        sub_out = str(Path(out_dir) / "runs" / s.replace(":", "-").replace("+", "_")) if (out_dir and keep_runs) else None
-        cfg = config.replace(out_dir=sub_out, lr=default_lr(s) if auto_lr else config.lr)
-        r = finetune(model, data, s, cfg, lora_targets=lora_targets, max_len=max_len, val=val, test=test,
-                     positive=positive, cache=cache, callback=callback, prepared=prepared)
-        results.append(r)
-        if on_result is not None:
-            on_result(r)
-    c = Comparison(model, data, results, settings)
-    if out_dir is not None:
-        write_comparison(c, out_dir)
+    run = (open_run(out_dir, "compare", overwrite=overwrite, info={"base": model, "strategies": strategies, "data": {"name": data}})
+           if out_dir is not None else contextlib.nullcontext())
+    with run:
+        for s in strategies:
+            sub_out = str(Path(out_dir) / "runs" / s.replace(":", "-").replace("+", "_")) if (out_dir and keep_runs) else None
+            cfg = config.replace(out_dir=sub_out, lr=default_lr(s) if auto_lr else config.lr)
+            r = finetune(model, data, s, cfg, lora_targets=lora_targets, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
+                         max_len=max_len, val=val, test=test, positive=positive, cache=cache, callback=callback,
+                         prepared=prepared)
+            results.append(r)
+            if on_result is not None:
+                on_result(r)
+        c = Comparison(model, data, results, settings)
+        if out_dir is not None:
+            write_comparison(c, out_dir)
     return c
 
 

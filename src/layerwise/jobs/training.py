@@ -13,6 +13,7 @@ Every run directory also holds ``tokenizer.json`` (for text) and ``results.json`
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Callable
@@ -21,9 +22,11 @@ from typing import Any
 
 import torch
 
+from layerwise.devices import resolve_device
 from layerwise.errors import ConfigError, LayerwiseError, LoadError
 from layerwise.io import atomic_write_text
 from layerwise.models.base import ModelConfig
+from layerwise.rundir import RunDir, check_run, open_run
 from layerwise.train.checkpoint import (
     load_checkpoint,
     load_model,
@@ -127,16 +130,21 @@ def pretrain(
     resume: bool = False,
     callback: Callable[[Event], None] | None = None,
     cache_dir: str | None = None,
+    overwrite: bool = False,
+    run: RunDir | None = None,
 ) -> TrainResult:
     """Pretrain a language model (a preset name, config file or config) on a text corpus.
 
     data: a built-in corpus (``shakespeare-1m``) or a ``.txt`` file; the last ``val`` of it is
     held out. tokenizer: ``char`` (the corpus's characters), ``bpe:N`` (trained on the
     training part), ``gpt2`` or a tokenizer file; the model's ``vocab_size`` is set from it.
+    ``resume`` continues the run in ``config.out_dir``; ``overwrite`` replaces one there
+    (:mod:`layerwise.rundir`); ``run``: a run directory the caller opened (and finishes).
     """
     from layerwise.data import TextCorpus, TokenStream, load_dataset, split
 
     seed_everything(config.seed)
+    _check_run(config, "pretrain", resume, overwrite, run)
     corpus = load_dataset(data)
     if not isinstance(corpus, TextCorpus):
         raise LayerwiseError(f"pretrain: {data!r} is a {type(corpus).__name__}; expected a text corpus (.txt or e.g. shakespeare-1m)")
@@ -150,13 +158,36 @@ def pretrain(
     train_stream = TokenStream.from_corpus(parts.train, tok, cache_dir=cache_dir)
     val_stream = TokenStream.from_corpus(parts.val, tok, cache_dir=cache_dir) if val > 0 else None
     net = _build(cfg)
-    _save_tokenizer(tok, run_dir)
     run_info = {
         "data": {"name": str(data), "kind": "text", "val": val, "train_tokens": len(train_stream)},
         "tokenizer": {"spec": tokenizer, "file": "tokenizer.json", "vocab_size": tok.vocab_size},
     }
-    trainer = Trainer(net, LanguageModelTask(cfg.block_size), train_stream, val_stream, config, callback, run_info)
-    return trainer.fit(resume=resume)
+    with _open_run(config, "pretrain", resume, overwrite, run_info, run) as run:
+        _save_tokenizer(tok, run_dir)
+        trainer = Trainer(net, LanguageModelTask(cfg.block_size), train_stream, val_stream, config, callback, run_info, run=run)
+        return trainer.fit(resume=resume)
+
+
+def _check_run(config: TrainConfig, command: str, resume: bool, overwrite: bool, run: RunDir | None = None) -> None:
+    """Refuse a used --out-dir before any slow work (nothing is written)."""
+    if run is not None:
+        if config.out_dir is None or Path(config.out_dir) != run.path:
+            raise ConfigError(f"{command}: the run directory given ({run.path}) is not TrainConfig.out_dir ({config.out_dir})")
+    elif config.out_dir is not None:
+        check_run(config.out_dir, command, resume=resume, overwrite=overwrite)
+    elif resume:
+        raise ConfigError("--resume: needs --out-dir naming the run directory to resume from")
+
+
+def _open_run(config: TrainConfig, command: str, resume: bool, overwrite: bool, info: dict, run: RunDir | None = None):
+    """The run directory of ``config.out_dir`` (a context that records how the run ended),
+    the one a caller opened (``run``: the caller finishes it), or a null context."""
+    if run is not None:
+        run.update(**info)
+        return contextlib.nullcontext(run)
+    if config.out_dir is None:
+        return contextlib.nullcontext()
+    return open_run(config.out_dir, command, resume=resume, overwrite=overwrite, info=info)
 
 
 def _classification_parts(data: str, val: float, test: float, seed: int):
@@ -182,6 +213,8 @@ def train_classifier(
     model_overrides: dict | None = None,
     resume: bool = False,
     callback: Callable[[Event], None] | None = None,
+    overwrite: bool = False,
+    run: RunDir | None = None,
 ) -> tuple[TrainResult, dict]:
     """Train an image or text classifier; returns (result, {"val": ..., "test": ...} metrics
     of the best checkpoint, or of the final weights without a run directory).
@@ -194,6 +227,7 @@ def train_classifier(
     from layerwise.data import ImageClassification, encode_classification
 
     seed_everything(config.seed)
+    _check_run(config, "train", resume, overwrite, run)
     ds, parts = _classification_parts(data, val, test, config.seed)
     run_dir = Path(config.out_dir) if config.out_dir is not None else None
     if isinstance(positive, str):
@@ -213,7 +247,6 @@ def train_classifier(
         if hasattr(cfg, "vocab_size"):
             cfg = _replace(cfg, vocab_size=tok.vocab_size)
         sets = tuple(encode_classification(p, tok, max_len) for p in (parts.train, parts.val, parts.test))
-        _save_tokenizer(tok, run_dir)
         info["tokenizer"] = {"spec": tokenizer, "file": "tokenizer.json", "vocab_size": tok.vocab_size}
         info["data"]["max_len"] = max_len
     net = _build(cfg)
@@ -225,17 +258,20 @@ def train_classifier(
                 f"train: the model takes inputs of shape {tuple(example.shape[1:])}, the images are {ds.image_shape}"
             )
         task.input_shape = tuple(example.shape[1:])
-    trainer = Trainer(net, task, sets[0], sets[1] if len(parts.val) else None, config, callback, info)
-    result = trainer.fit(resume=resume)
-    if run_dir is not None and (run_dir / "checkpoints").is_dir():
-        best = resolve_checkpoint(run_dir, prefer="best")
-        load_checkpoint(best, {"model": net})
-    metrics = {
-        "val": trainer.evaluate(sets[1]) if len(parts.val) else None,
-        "test": trainer.evaluate(sets[2]) if len(parts.test) else None,
-    }
-    if run_dir is not None and os.environ.get("RANK", "0") == "0":
-        atomic_write_text(run_dir / "results.json", json.dumps(metrics, indent=2) + "\n")
+    with _open_run(config, "train", resume, overwrite, info, run) as run:
+        if "tokenizer" in info:
+            _save_tokenizer(tok, run_dir)
+        trainer = Trainer(net, task, sets[0], sets[1] if len(parts.val) else None, config, callback, info, run=run)
+        result = trainer.fit(resume=resume)
+        if run_dir is not None and (run_dir / "checkpoints").is_dir():
+            best = resolve_checkpoint(run_dir, prefer="best")
+            load_checkpoint(best, {"model": net})
+        metrics = {
+            "val": trainer.evaluate(sets[1]) if len(parts.val) else None,
+            "test": trainer.evaluate(sets[2]) if len(parts.test) else None,
+        }
+        if run_dir is not None and os.environ.get("RANK", "0") == "0":
+            atomic_write_text(run_dir / "results.json", json.dumps(metrics, indent=2) + "\n")
     return result, metrics
 
 
@@ -267,6 +303,7 @@ def generate_text(
     """Sample continuations of ``prompt`` from a checkpoint (a run directory: its best one)."""
     from layerwise.models.gpt import generate
 
+    resolve_device(device)
     model, ck = load_model(ckpt, device=device)
     if not hasattr(model, "make_cache"):
         raise LayerwiseError(f"{ck.path}: the model ({type(model).__name__}) is not a language model; cannot generate")
@@ -278,6 +315,32 @@ def generate_text(
     g = torch.Generator(device=device).manual_seed(seed)
     out = generate(model, x, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, generator=g)
     return [tok.decode(row.tolist()) for row in out]
+
+
+def _check_eval_data(ds, name: str, task_info: dict, dinfo: dict, model) -> None:
+    """A one-line error when ``ds`` cannot feed the checkpoint's model: another modality,
+    another image shape, another number of classes."""
+    from layerwise.data import ImageClassification, TextCorpus
+
+    if task_info.get("task") == "language_model":
+        return
+    if isinstance(ds, TextCorpus) or not hasattr(ds, "label_names"):
+        raise LayerwiseError(f"eval: --data {name} is a {type(ds).__name__}; this checkpoint is a classifier and needs labelled data")
+    trained_on = dinfo.get("kind") or "data"
+    if isinstance(ds, ImageClassification) != (trained_on == "image"):
+        got = "images" if isinstance(ds, ImageClassification) else "texts"
+        raise LayerwiseError(f"eval: --data {name} holds {got}; this checkpoint was trained on "
+                             f"{ {'image': 'images', 'text': 'texts'}.get(trained_on, trained_on)} ({dinfo.get('name', '?')})")
+    if isinstance(ds, ImageClassification):
+        expected = tuple(task_info.get("input_shape") or model.example_inputs(1)[0].shape[1:])
+        numel = int(torch.Size(expected).numel())
+        got = tuple(ds.image_shape)
+        if int(torch.Size(got).numel()) != numel or (task_info.get("input_shape") is None and got != expected):
+            raise LayerwiseError(f"eval: --data {name} has images of shape {got}; the model takes {expected} "
+                                 f"(it was trained on {dinfo.get('name', '?')})")
+    if ds.num_classes != task_info.get("num_classes", ds.num_classes):
+        raise LayerwiseError(f"eval: --data {name} has {ds.num_classes} classes; the checkpoint predicts "
+                             f"{task_info['num_classes']} ({dinfo.get('name', '?')})")
 
 
 def evaluate_run(ckpt: str, data: str | None = None, split: str = "test", device: str = "cpu", batch_size: int | None = None) -> dict:
@@ -304,9 +367,11 @@ def evaluate_run(ckpt: str, data: str | None = None, split: str = "test", device
     if split not in ("train", "val", "test"):
         raise ConfigError(f"eval: split must be train, val or test, got {split!r}")
     same = data is None or str(data) == dinfo.get("name")
+    resolve_device(device)
     model, _ = load_model(ckpt_dir, device=device)
     task_info = state.get("task") or {}
     ds = load_dataset(name)
+    _check_eval_data(ds, name, task_info, dinfo, model)
     if task_info.get("task") == "language_model":
         if not isinstance(ds, TextCorpus):
             raise LayerwiseError(f"eval: {name!r} is not a text corpus; this checkpoint is a language model")

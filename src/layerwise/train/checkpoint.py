@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from layerwise.errors import LayerwiseError, LoadError
-from layerwise.io import atomic_write_text
+from layerwise.io import atomic_write_text, current_umask
 
 FORMAT_VERSION = 1
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle")
@@ -303,6 +303,7 @@ def write_checkpoint_dir(path: str | os.PathLike, files: dict[str, bytes]) -> Pa
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
     old: Path | None = None
     try:
+        os.chmod(tmp, 0o777 & ~current_umask())  # what mkdir would give; mkdtemp makes 0700
         for name, data in files.items():
             _write_file(tmp / name, data)
         _fsync_dir(tmp)
@@ -476,6 +477,32 @@ class CheckpointManager:
     def latest(self) -> Path | None:
         steps = self.steps()
         return self.step_dir(steps[-1]) if steps else None
+
+    def verify(self, step: int) -> str | None:
+        """Why checkpoint ``step`` cannot be resumed from (unreadable state, a missing file,
+        a sha256 that differs from the recorded one), or None when it verifies."""
+        path = self.step_dir(step)
+        try:
+            doc = read_state_json(path)
+        except LoadError as e:
+            return str(e)
+        for name, digest in (doc.get("sha256") or {}).items():
+            f = path / name
+            if not f.is_file():
+                return f"{name} is missing"
+            if _sha256(f.read_bytes()) != digest:
+                return f"{name} is corrupt (sha256 differs from the one recorded when it was saved)"
+        return None
+
+    def latest_valid(self) -> tuple[Path | None, list[tuple[Path, str]]]:
+        """(the newest checkpoint that verifies or None, [(newer checkpoint, why it does not)])."""
+        skipped: list[tuple[Path, str]] = []
+        for step in reversed(self.steps()):
+            reason = self.verify(step)
+            if reason is None:
+                return self.step_dir(step), skipped
+            skipped.append((self.step_dir(step), reason))
+        return None, skipped
 
     def best_info(self) -> dict | None:
         f = self.root / "best.json"

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from layerwise.devices import DEVICES, check_device_name
 from layerwise.errors import ConfigError
 from layerwise.models.base import check, read_config_file
 from layerwise.vocab import PRECISIONS as _PRECISION_SPECS
@@ -76,12 +78,21 @@ class EarlyStopping:
         raise ConfigError(f"TrainConfig.early_stopping: expected 'metric[:mode[:patience]]' or a table, got {value!r}")
 
 
+def _device_ok(name: str) -> bool:
+    try:
+        check_device_name(name)
+    except ConfigError:
+        return False
+    return name != "meta"
+
+
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    """A finite int or float (not a bool, NaN or infinity)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 @dataclass
@@ -106,6 +117,8 @@ class TrainConfig:
     Numerics: ``precision`` fp32 or bf16-mixed (alias bf16: autocast; weights and optimizer stay fp32),
     ``compile`` (torch.compile), ``seed``, ``device`` ("auto": cuda if available),
     ``num_threads`` (torch.set_num_threads; None leaves torch's default).
+    Divergence: the run stops with a one-line error when the loss becomes non-finite or
+    exceeds ``diverge_factor`` times the first step's loss (None: only non-finite losses).
     Output: ``out_dir`` (None: no run directory, no checkpoints), ``checkpoint_every``
     steps (0: only at the end), ``keep_last`` step checkpoints (the best one is kept
     too), ``log_every`` steps, ``tensorboard`` (needs the tensorboard package).
@@ -141,6 +154,7 @@ class TrainConfig:
     checkpoint_every: int = 0
     keep_last: int = 2
     log_every: int = 10
+    diverge_factor: float | None = 1e4
     out_dir: str | None = None
     tensorboard: bool = False
     parallel: str = "ddp"
@@ -188,19 +202,14 @@ class TrainConfig:
           f"one of {', '.join(TRAINER_PRECISIONS)} (bf16 is bf16-mixed)")
         c(isinstance(self.compile, bool), "compile", "true or false")
         c(_is_int(self.seed) and self.seed >= 0, "seed", "an integer >= 0")
-        c(isinstance(self.device, str) and bool(self.device), "device", "'auto', 'cpu', 'cuda' or 'cuda:N'")
-        if self.device != "auto":
-            import torch
-
-            try:
-                torch.device(self.device)
-            except (RuntimeError, ValueError):
-                c(False, "device", "'auto', 'cpu', 'cuda' or 'cuda:N'")
+        c(isinstance(self.device, str) and _device_ok(self.device), "device", DEVICES)
         if self.num_threads is not None:
             c(_is_int(self.num_threads) and self.num_threads >= 1, "num_threads", "an integer >= 1 or null")
         c(_is_int(self.checkpoint_every) and self.checkpoint_every >= 0, "checkpoint_every", "an integer >= 0 (0: at the end)")
         c(_is_int(self.keep_last) and self.keep_last >= 1, "keep_last", "an integer >= 1")
         c(_is_int(self.log_every) and self.log_every >= 1, "log_every", "an integer >= 1")
+        if self.diverge_factor is not None:
+            c(_is_num(self.diverge_factor) and self.diverge_factor > 1, "diverge_factor", "a number > 1 or null")
         if self.out_dir is not None:
             self.out_dir = os.fspath(self.out_dir)
         c(isinstance(self.tensorboard, bool), "tensorboard", "true or false")
@@ -232,6 +241,19 @@ class TrainConfig:
             if source is None:
                 raise
             raise ConfigError(f"{source}: {e}") from None
+
+    @classmethod
+    def layered(cls, *layers: dict[str, Any], source: str | None = None) -> TrainConfig:
+        """From several dicts of fields, later ones winning (defaults, then a file, then
+        flags); a layer that gives one of ``steps``/``epochs`` unsets the other."""
+        data: dict[str, Any] = {}
+        for layer in layers:
+            if layer.get("steps") is not None and layer.get("epochs") is None:
+                data["epochs"] = None
+            if layer.get("epochs") is not None and layer.get("steps") is None:
+                data["steps"] = None
+            data.update({k: v for k, v in layer.items() if k not in ("steps", "epochs") or v is not None})
+        return cls.from_dict(data, source=source)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> TrainConfig:

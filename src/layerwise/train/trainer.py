@@ -29,6 +29,8 @@ import inspect
 import json
 import math
 import random
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,8 +41,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from layerwise.errors import ConfigError, LayerwiseError
+from layerwise.devices import resolve_device as _resolve_device
+from layerwise.errors import ConfigError, LayerwiseError, LoadError
 from layerwise.io import atomic_write_text
+from layerwise.rundir import RunDir, open_run
 from layerwise.train import distributed as D
 from layerwise.train.checkpoint import (
     CheckpointManager,
@@ -66,8 +70,47 @@ from layerwise.vocab import precision_spec
 _RESUME_MUST_MATCH = ("batch_size", "grad_accum", "seed", "optimizer")
 
 
-class NonFiniteLossError(LayerwiseError):
+class DivergedError(LayerwiseError):
+    """The training loss diverged: it grew past ``TrainConfig.diverge_factor`` times the first
+    step's loss, or became NaN or infinite (the weights were not updated with it)."""
+
+
+class NonFiniteLossError(DivergedError):
     """The training loss became NaN or infinite (the weights were not updated with it)."""
+
+
+class TrainingInterrupted(LayerwiseError):
+    """Ctrl-C during training: the current step finished and was checkpointed (``path``)."""
+
+    run_status = "interrupted"
+
+    def __init__(self, message: str, step: int, path: Path | None) -> None:
+        super().__init__(message)
+        self.step, self.path = step, path
+
+
+class _DeferredInterrupt:
+    """The first SIGINT asks the loop to stop after the current step (and checkpoint it);
+    a second one interrupts at once. Only in the main thread of a single-process run."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self) -> _DeferredInterrupt:
+        if self.enabled:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc) -> None:
+        if self.enabled:
+            signal.signal(signal.SIGINT, self._previous)
 
 
 @dataclass
@@ -98,6 +141,8 @@ class TrainResult:
     seconds: float
     flops_per_step: int | None  # training FLOPs of one optimizer step (all processes)
     peak_flops: float | None  # measured matmul peak of one process, FLOP/s
+    start_step: int = 0  # the step this process started from (> 0 after a resume)
+    notes: list[str] = field(default_factory=list)  # resume fallbacks, --overwrite, ...
 
     @property
     def losses(self) -> list[float]:
@@ -112,15 +157,7 @@ def seed_everything(seed: int) -> None:
 
 
 def resolve_device(name: str, info: D.DistInfo) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(name)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"TrainConfig.device: {name!r} requested but CUDA is not available; use 'cpu' or 'auto'")
-        if dev.index is None:
-            dev = torch.device("cuda", info.local_rank if info.enabled else torch.cuda.current_device())
-    return dev
+    return _resolve_device(name, local_rank=info.local_rank if info.enabled else None)
 
 
 def _scalars(metrics: dict) -> dict:
@@ -145,6 +182,9 @@ class Trainer:
         ImageClassification, an EncodedText, a tuple of tensors) or a ready BatchSource.
     callback: called with every :class:`Event` (a progress bar, a test's interrupt).
     run_info: extra JSON written into config.json and checkpoints (data, tokenizer, ...).
+    run: the :class:`~layerwise.rundir.RunDir` a job opened for ``config.out_dir``; without
+        it the trainer opens ``out_dir`` itself (:func:`~layerwise.rundir.open_run`), and
+        finishes it at the end.
     """
 
     def __init__(
@@ -156,6 +196,7 @@ class Trainer:
         config: TrainConfig | None = None,
         callback: Callable[[Event], None] | None = None,
         run_info: dict | None = None,
+        run: RunDir | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise LayerwiseError(f"Trainer: expected a torch.nn.Module, got {type(model).__name__}")
@@ -168,6 +209,7 @@ class Trainer:
             raise ConfigError(f"Trainer: config must be a TrainConfig, got {type(self.config).__name__}")
         self.callback = callback
         self.run_info = dict(run_info or {})
+        self.run = run
         self.device: torch.device | None = None
 
     # ------------------------------------------------------------------ helpers
@@ -221,16 +263,23 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
 
-    def fit(self, resume: bool = False) -> TrainResult:
-        """Train; with ``resume`` continue from the latest checkpoint in ``out_dir`` (a fresh
-        start when there is none). On CPU the resumed run reproduces the uninterrupted one."""
+    def fit(self, resume: bool = False, overwrite: bool = False) -> TrainResult:
+        """Train; with ``resume`` continue from the newest checkpoint in ``out_dir`` that
+        verifies (a fresh start when there is none). On CPU the resumed run reproduces the
+        uninterrupted one. ``overwrite`` replaces a run already in ``out_dir``
+        (:func:`~layerwise.rundir.open_run`); without it a used directory is refused."""
         cfg = self.config
         if resume and cfg.out_dir is None:
-            raise ConfigError("resume: TrainConfig.out_dir must name the run directory to resume from")
+            raise ConfigError("--resume: needs --out-dir naming the run directory to resume from")
         device_type = "cuda" if cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available()) else "cpu"
+        _resolve_device(cfg.device)  # an unusable device fails before anything is written
+        own_run = self.run is None and cfg.out_dir is not None
+        if own_run:
+            self.run = open_run(cfg.out_dir, "train", resume=resume, overwrite=overwrite, compatible=("*",))
         info = D.init_distributed(device_type)
         try:
-            return self._fit(info, resume)
+            with self.run if own_run else contextlib.nullcontext():
+                return self._fit(info, resume)
         finally:
             D.close(info)
 
@@ -283,13 +332,29 @@ class Trainer:
         l1_params = split_decay(model if fsdp else base)[0] if cfg.l1 else []
 
         run_dir = Path(cfg.out_dir) if cfg.out_dir is not None else None
+        run = self.run
+        notes: list[str] = list(run.notes) if run is not None else []
         mgr = CheckpointManager(run_dir / "checkpoints", cfg.keep_last) if run_dir is not None else None
         step = 0
-        loop: dict[str, Any] = {"best": None, "bad_evals": 0}
+        loop: dict[str, Any] = {"best": None, "bad_evals": 0, "elapsed_s": 0.0, "initial_loss": None,
+                                "window": {"seconds": 0.0, "units": 0, "losses": []}}
         resumed_from = None
-        if resume and mgr is not None and mgr.latest() is not None:
-            resumed_from = mgr.latest()
-            step, loop = self._restore(resumed_from, base, model if fsdp else None, optimizer, info)
+        if resume and mgr is not None:
+            resumed_from, skipped = mgr.latest_valid()
+            for bad, reason in skipped:
+                notes.append(f"checkpoint {bad.name} does not verify ({reason}); "
+                             + (f"resuming from {resumed_from.name} instead" if resumed_from else "skipped"))
+            if resumed_from is None and skipped:
+                raise LoadError(f"--resume: no checkpoint in {mgr.root} verifies; nothing to resume from "
+                                "(--overwrite starts the run again)")
+            if resumed_from is not None:
+                step, restored = self._restore(resumed_from, base, model if fsdp else None, optimizer, info)
+                loop.update(restored)
+            elif not any(n.startswith("nothing to resume") for n in notes):
+                notes.append(f"nothing to resume in {run_dir} (no checkpoint yet); starting fresh")
+        window = loop["window"]
+        window_time, window_units, window_losses = float(window["seconds"]), int(window["units"]), list(window["losses"])
+        elapsed_before = float(loop.get("elapsed_s") or 0.0)
         main = info.is_main
         model_config = getattr(base, "config", None)
         model_config = model_config.to_dict() if hasattr(model_config, "to_dict") else None
@@ -299,6 +364,8 @@ class Trainer:
             "total_steps": total,
             "start_step": step,
             "resumed_from": str(resumed_from) if resumed_from else None,
+            "run_id": run.run_id if run is not None else None,
+            "notes": notes,
             "device": str(device),
             "world_size": info.world_size,
             "params": n_params,
@@ -311,13 +378,18 @@ class Trainer:
         if main and run_dir is not None:
             doc = {"model": model_config, "train": cfg.to_dict(), "task": task.describe(), **self.run_info, "run": facts}
             atomic_write_text(run_dir / "config.json", json.dumps(doc, indent=2, default=str) + "\n")
+            if run is not None and run.writable:
+                run.update(model=model_config, task=task.describe(), train=cfg.to_dict())
         log = RunLog(run_dir if main else None, resume_step=step if resumed_from is not None else None, tensorboard=cfg.tensorboard and main)
 
         def save(at_step: int) -> Path | None:
             if mgr is None:
                 return None
+            loop["elapsed_s"] = elapsed_before + time.perf_counter() - t_start
+            loop["window"] = {"seconds": window_time, "units": window_units, "losses": list(window_losses)}
             state = {
                 "step": at_step,
+                "run_id": run.run_id if run is not None else None,
                 "model_config": model_config,
                 "train_config": cfg.to_dict(),
                 "task": task.describe(),
@@ -332,6 +404,8 @@ class Trainer:
             else:
                 path = mgr.save(at_step, models={"model": base}, optimizers={"optimizer": optimizer}, state=state) if main else None
             D.barrier(info)
+            if run is not None:
+                run.release_replaced()  # the new run now has a checkpoint: the replaced one can go
             self._emit("checkpoint", at_step, total, {"path": str(path) if path else None})
             return path
 
@@ -340,8 +414,9 @@ class Trainer:
         saved_at: int | None = step if resumed_from is not None else None
         stopped_early = False
         final: dict | None = None
-        window_time, window_units, window_losses = 0.0, 0, []
+        interrupt = _DeferredInterrupt(enabled=not info.enabled)
         try:
+            interrupt.__enter__()
             model.train()
             while step < total:
                 t0 = time.perf_counter()
@@ -360,14 +435,7 @@ class Trainer:
                     loss_sum += loss.detach().float()
                     units += task.count(batch)
                 step_loss = float(D.mean_over_processes(loss_sum / cfg.grad_accum, info))
-                if not math.isfinite(step_loss):
-                    last = mgr.latest() if mgr is not None else None
-                    log.log({"split": "train", "step": step + 1, "loss": step_loss, "lr": lr, "error": "non-finite loss"})
-                    raise NonFiniteLossError(
-                        f"step {step + 1}: the training loss is {step_loss} (not finite); stopped before updating the "
-                        f"weights. Last good checkpoint: {last if last else 'none written yet'}. "
-                        "Try a lower lr, clip_grad_norm, or fp32."
-                    )
+                self._check_divergence(step + 1, step_loss, loop, log, lr, mgr)
                 grad_norm = None
                 if cfg.clip_grad_norm is not None:
                     grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm))
@@ -388,7 +456,7 @@ class Trainer:
                         "lr": lr,
                         unit_key: window_units / window_time if window_time > 0 else None,
                         "mfu": mfu(step_flops * len(window_losses), window_time * info.world_size, peak) if step_flops else None,
-                        "elapsed_s": time.perf_counter() - t_start,
+                        "elapsed_s": elapsed_before + time.perf_counter() - t_start,
                     }
                     if grad_norm is not None:
                         rec["grad_norm"] = grad_norm
@@ -433,10 +501,20 @@ class Trainer:
                     saved_at = step
                 if stopped_early:
                     break
+                if interrupt.requested:
+                    path = None
+                    if mgr is not None:
+                        path = save(step) if saved_at != step else mgr.step_dir(step)
+                        saved_at = step
+                    raise TrainingInterrupted(
+                        f"interrupted at step {step} of {total}; "
+                        + (f"checkpoint {path} holds it" if path else "no run directory, nothing was saved"),
+                        step, path)
             if mgr is not None and saved_at != step:
                 save(step)
                 saved_at = step
         finally:
+            interrupt.__exit__()
             log.write_csv()
             log.close()
         if main:
@@ -454,12 +532,38 @@ class Trainer:
             best=loop["best"],
             stopped_early=stopped_early,
             run_dir=run_dir,
-            seconds=time.perf_counter() - t_start,
+            seconds=elapsed_before + time.perf_counter() - t_start,
             flops_per_step=step_flops,
             peak_flops=peak,
+            start_step=int(facts["start_step"]),
+            notes=notes,
         )
         self._emit("end", step, total, {"steps": step, "stopped_early": stopped_early, "best": loop["best"], "seconds": result.seconds})
         return result
+
+    def _check_divergence(self, step: int, loss: float, loop: dict, log: RunLog, lr: float, mgr) -> None:
+        """Stop (before the optimizer step) on a non-finite loss, or one past
+        ``diverge_factor`` times the first step's loss."""
+        cfg = self.config
+        first = loop.get("initial_loss")
+        finite = math.isfinite(loss)
+        if finite and first is None:
+            loop["initial_loss"] = loss
+            return
+        grown = (finite and cfg.diverge_factor is not None and first is not None and first != 0
+                 and abs(loss) > cfg.diverge_factor * abs(first))
+        if finite and not grown:
+            return
+        last = mgr.latest() if mgr is not None else None
+        log.log({"split": "train", "step": step, "loss": loss, "lr": lr, "error": "diverged"})
+        where = f"last good checkpoint: {last}" if last else "no checkpoint written yet"
+        if not finite:
+            raise NonFiniteLossError(
+                f"diverged at step {step} (loss {loss}, not finite); stopped before updating the weights with it; "
+                f"{where}; try a smaller --lr, --clip-grad-norm, or --precision fp32")
+        raise DivergedError(
+            f"diverged at step {step} (loss {loss:.4g}, more than {cfg.diverge_factor:g}x the first step's {first:.4g}); "
+            f"stopped before updating the weights with it; {where}; try a smaller --lr or --clip-grad-norm")
 
     def _eval_due(self, step: int, total: int, bpe: int) -> bool:
         cfg = self.config
@@ -489,6 +593,11 @@ class Trainer:
                 )
         if fsdp_model is None:
             ck.load_optimizer(optimizer)
+        ck_run = ck.state.get("run_id")
+        if self.run is not None and ck_run and self.run.run_id and ck_run != self.run.run_id:
+            raise ConfigError(
+                f"--resume: checkpoint {path} was written by run {ck_run[:8]}, not by this directory's run "
+                f"{self.run.run_id[:8]}; the two runs would mix (--overwrite starts this directory again)")
         ck.restore_rng()
         loop = dict(ck.state.get("loop") or {"best": None, "bad_evals": 0})
         if info.is_main and self.config.out_dir is not None:
@@ -506,10 +615,11 @@ def train(
     resume: bool = False,
     callback: Callable[[Event], None] | None = None,
     run_info: dict | None = None,
+    overwrite: bool = False,
     **overrides: Any,
 ) -> TrainResult:
-    """``Trainer(...).fit(resume)`` in one call; ``overrides`` replace TrainConfig fields."""
+    """``Trainer(...).fit(resume, overwrite)`` in one call; ``overrides`` replace TrainConfig fields."""
     config = config if config is not None else TrainConfig()
     if overrides:
         config = config.replace(**overrides)
-    return Trainer(model, task, train_data, val_data, config, callback, run_info).fit(resume=resume)
+    return Trainer(model, task, train_data, val_data, config, callback, run_info).fit(resume=resume, overwrite=overwrite)
