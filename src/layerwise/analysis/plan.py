@@ -540,6 +540,8 @@ def plan(
     extrapolate: bool = True,
     activation_formula: bool = False,
     param_groups: list[list[nn.Parameter]] | None = None,
+    rnn_path: str | None = None,
+    compute_flops: bool = True,
 ) -> Plan:
     """Plan the memory and compute of one training step of ``model`` as it is.
 
@@ -575,6 +577,10 @@ def plan(
             formula next to the traced activations of a transformer block.
         param_groups: the optimizer's parameter groups (the Trainer's: decayed and not);
             default one group of every trainable parameter.
+        rnn_path: how LSTMs are traced: "onednn" (the kernel a CPU step runs, with its
+            workspace; the default on the CPU) or "native" (PyTorch's own ops, standing for
+            cuDNN's reserve space; the default on CUDA).
+        compute_flops: False skips the FLOP analysis (memory only: FLOPs and time are 0/None).
     """
     spec = optimizer_spec(optimizer)
     prec = precision_spec(precision)
@@ -648,13 +654,15 @@ def plan(
         return trace_step(m, meta_in, precision, grad_checkpointing, _blocks(m) if grad_checkpointing else [],
                           loss_fn, workspace=onednn_conv_workspace if device == "cpu" else None,
                           param_dtype=param_dtype if param_dtype != torch.float32 else None,
-                          rnn_path="onednn" if device == "cpu" else "native", dequantized=qids or None,
+                          rnn_path=rnn_path or ("onednn" if device == "cpu" else "native"), dequantized=qids or None,
                           grad_shards=grad_shards, fsdp_units=_blocks(m) if fsdp else None,
                           dequantized_saves_input=quant_saves_input)
 
     def flops_fn() -> dict:
         from layerwise.analysis.core import analyze
 
+        if not compute_flops:
+            return {"flops_train": 0, "recompute": 0}
         a = analyze(m, inputs=meta_in, name=name)  # FLOPs; also names the layer an input does not fit
         recompute = sum(r.flops_total for r in a.rows if r.is_block and r.reuse_of is None) if grad_checkpointing else 0
         return {"flops_train": a.totals.flops_train, "recompute": recompute}
@@ -776,7 +784,7 @@ def plan(
         forward_peak_bytes=phases["forward"], backward_peak_bytes=phases["backward"],
         step_peak_bytes=phases["optimizer step"], peak_bytes=phases[phase], peak_phase=phase,
         flops_per_step=flops, recompute_flops=fl["recompute"], tokens_per_step=tokens, tflops=tflops,
-        seconds_per_step=flops / (tflops * 1e12) if tflops else None,
+        seconds_per_step=flops / (tflops * 1e12) if (tflops and compute_flops) else None,
         devices=devices, shard=shard, comm_buffer_bytes=comm, comm_buffer_how=comm_how,
         base_dtype=base_dtype, quantized_params=sum(p.numel() for _, p in quantized), quantized_layers=q_layers,
         blocks_traced=run_info, strategy_record=strategy_record, notes=notes,
@@ -826,9 +834,11 @@ def _transformer_shape(model: nn.Module) -> dict | None:
         return None
     fam = getattr(cfg, "family", None)
     if fam == "gpt":
-        return {"h": cfg.n_embd, "a": cfg.n_head, "L": cfg.n_layer, "dropout": cfg.dropout}
+        return {"h": cfg.n_embd, "a": cfg.n_head, "L": cfg.n_layer, "dropout": cfg.dropout, "mlp": cfg.mlp,
+                "ffn": cfg.ffn_size, "rope": cfg.pos_embedding == "rope"}
     if fam == "bert":
-        return {"h": cfg.hidden, "a": cfg.n_head, "L": cfg.n_layer, "dropout": cfg.dropout}
+        return {"h": cfg.hidden, "a": cfg.n_head, "L": cfg.n_layer, "dropout": cfg.dropout, "mlp": "gelu",
+                "ffn": cfg.intermediate, "rope": False}
     h = getattr(cfg, "hidden_size", None)
     a = getattr(cfg, "num_attention_heads", None)
     L = getattr(cfg, "num_hidden_layers", None)
@@ -866,14 +876,25 @@ def korthikanti_rows(model: nn.Module, p: Plan, run_info: dict | None, trace_fn)
         return []
     s, b, h, a = p.seq_len, p.batch_size, shape["h"], shape["a"]
     base, scores = 34 * s * b * h, 5 * a * s * s * b
+    why = ["SDPA/flash attention keeps its output and log-sum-exp, not the s×s scores, softmax and dropout mask: "
+           "the 5as/h term does not apply"]
+    if not shape.get("dropout"):
+        why.append("dropout 0: none of the formula's two sbh dropout masks")
+    ffn, mlp = shape.get("ffn"), shape.get("mlp")
+    if mlp == "swiglu" and ffn:
+        why.append(f"a SwiGLU MLP {ffn / h:.2f}h wide (gate, up and their product kept) where the formula has a 4h GeLU MLP")
+    elif ffn and ffn != 4 * h:
+        why.append(f"an MLP {ffn / h:.2f}h wide where the formula has 4h")
+    if shape.get("rope"):
+        why.append("rotary embeddings keep the rotated q and k")
+    if PRECISIONS[p.precision].compute_dtype == torch.float32:
+        why.append("fp32 activations where the formula counts 16-bit ones")
     return [{
         "model": p.model, "seq_len": s, "batch": b, "hidden": h, "heads": a, "precision": p.precision,
         "traced_per_layer_bytes": per_block,
         "formula_34sbh": base, "formula_5as2b": scores, "formula_bytes": base + scores,
         "formula_without_scores_bytes": base,
-        "why": ("SDPA/flash attention saves its output and log-sum-exp, not the s×s scores: the 5as/h term "
-                "does not apply; the 34sbh part assumes 16-bit activations, a 4h GeLU MLP and dropout masks "
-                f"(this model: dropout {shape['dropout']:g})"),
+        "why": "; ".join(why),
     }]
 
 

@@ -4,8 +4,11 @@ whether gradient checkpointing is needed, the time per step, and one recommendat
 
 Every answer is a plan (:func:`layerwise.jobs.plan.plan`), checked: the peak of a step is
 affine in the batch size (every activation is), so two plans give the largest batch
-and a third confirms it (and that one more does not fit); the largest sequence length is
-searched by bisection over plans.
+and a third confirms it (and that one more does not fit). The peak is a polynomial of
+degree at most 2 in the sequence length (attention without a fused kernel keeps s×s
+scores), so three plans predict the longest sequence that fits, and plans confirm it to
+1% (a bisection takes over if the prediction misses). The searches plan memory only; the
+time per step is planned with FLOPs at the answer.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from torch import nn
 
 from layerwise.analysis.plan import _context_limit
 from layerwise.errors import ConfigError
-from layerwise.jobs.plan import plan
+from layerwise.jobs.plan import plan_prepared, prepare, trainer_groups
 
 FIT_STRATEGIES = ("full", "top-2", "lora:16", "qlora:16", "head")
 FIT_PRECISIONS = ("bf16-mixed", "bf16-true", "fp32")
@@ -114,20 +117,43 @@ def _max_batch(run: Callable[[int], object], budget: int, first) -> int:
     return b
 
 
+def _quadratic_root(points: list[tuple[int, int]], budget: int) -> float | None:
+    """The largest x with q(x) = budget for the quadratic q through three (x, y) points."""
+    (x0, y0), (x1, y1), (x2, y2) = points
+    # Newton's divided differences: q(x) = y0 + d1 (x - x0) + d2 (x - x0)(x - x1)
+    d01, d12 = (y1 - y0) / (x1 - x0), (y2 - y1) / (x2 - x1)
+    d2 = (d12 - d01) / (x2 - x0)
+    a, b = d2, d01 - d2 * (x0 + x1)
+    c = y0 - d01 * x0 + d2 * x0 * x1 - budget
+    if abs(a) < 1e-12:
+        return None if b <= 0 else -c / b
+    disc = b * b - 4 * a * c
+    if disc < 0:
+        return None
+    roots = [(-b + sign * disc ** 0.5) / (2 * a) for sign in (1, -1)]
+    roots = [r for r in roots if r >= x0]
+    return max(roots) if roots else None
+
+
 def _max_seq(run: Callable[[int], object], budget: int, lo: int, limit: int) -> int:
-    """Largest sequence length in [lo, limit] that fits (``lo`` fits), by bisection over plans."""
+    """Largest sequence length in [lo, limit] that fits (``lo`` fits), to 1%: three plans predict
+    it (the peak is at most quadratic in the length), plans confirm it, bisection if they do not."""
     if run(limit).peak_bytes <= budget:
         return limit
     hi = limit  # does not fit
-    probe = lo
-    while probe * 2 < hi:  # doubling first: most of the range is far from the answer
-        probe *= 2
-        if run(probe).peak_bytes <= budget:
-            lo = probe
-        else:
-            hi = probe
-            break
-    while hi - lo > max(1, lo // 256):  # to 0.4%: the answer is a planning figure
+    xs = sorted({lo, max(lo + 1, (lo + hi) // 2), hi})
+    if len(xs) == 3:
+        guess = _quadratic_root([(x, run(x).peak_bytes) for x in xs], budget)
+        if guess is not None and lo <= guess < hi:
+            g = int(guess)
+            step = max(1, g // 100)
+            if run(g).peak_bytes <= budget:
+                lo = g
+                if run(min(hi, g + step)).peak_bytes > budget:
+                    hi = min(hi, g + step)
+            else:
+                hi = g
+    while hi - lo > max(1, lo // 100):
         mid = (lo + hi) // 2
         if run(mid).peak_bytes <= budget:
             lo = mid
@@ -186,12 +212,21 @@ def fit(model: nn.Module, budget: int | str, strategies=FIT_STRATEGIES, precisio
 
 def _fit_one(model, strategy, precision, budget, batch, seq_len, limit, common) -> FitRow:
     common = {k: v for k, v in common.items() if k != "grad_checkpointing"}
+    options = common.pop("strategy_options", None)
+    prepared, record = prepare(model, strategy, options)  # once: the planner does not change it
+    groups = trainer_groups(prepared)
+    memo: dict = {}
 
-    def run(b: int, s: int | None = seq_len, ckpt: bool = False):
-        return plan(model, strategy=strategy, precision=precision, batch_size=b, seq_len=s,
-                    grad_checkpointing=ckpt, **common)
+    def run(b: int, s: int | None = seq_len, ckpt: bool = False, flops: bool = False):
+        """The plan at batch b and length s (memory only unless ``flops``), each planned once."""
+        key = (b, s, ckpt, flops)
+        if key not in memo:
+            memo[key] = plan_prepared(prepared, record, strategy, precision=precision, batch_size=b, seq_len=s,
+                                      grad_checkpointing=ckpt, compute_flops=flops, param_groups=groups, **common)
+        return memo[key]
 
-    base = run(batch)
+    base = run(batch, flops=True)
+    memo[(batch, seq_len, False, False)] = base
     prec = base.precision
     ckpt = False
     at = base
@@ -212,17 +247,20 @@ def _fit_one(model, strategy, precision, budget, batch, seq_len, limit, common) 
             top = limit[1] if limit else max(seq, 1) * 64
             max_seq = _max_seq(lambda s: run(batch, s, ckpt=ckpt), budget, seq, top)
     elif seq is not None:
-        max_seq = 0
+        # a shorter sequence may fit at this batch (with checkpointing if it helps)
+        short = run(batch, 1, ckpt=ckpt)
+        max_seq = _max_seq(lambda s: run(batch, s, ckpt=ckpt), budget, 1, seq) if short.peak_bytes <= budget else 0
     secs = tps = None
     if fits:
-        speed_plan = run(max_batch, ckpt=ckpt) if max_batch != batch else at
+        speed_plan = run(max_batch, ckpt=ckpt, flops=True)
         secs = speed_plan.seconds_per_step
         tps = (speed_plan.tokens_per_step * base.devices / secs) if (secs and speed_plan.tokens_per_step) else None
     note = ""
     if ckpt and fits:
         note = "fits only with gradient checkpointing"
     elif not fits:
-        note = f"needs {at.peak_bytes / 2**30:,.2f} GiB{' even with checkpointing' if ckpt else ''}"
+        note = f"needs {at.peak_bytes / 2**30:,.2f} GiB{' even with checkpointing' if ckpt else ''}" + (
+            f"; up to {max_seq:,} tokens fit" if max_seq else "")
     return FitRow(strategy=strategy, precision=prec, trainable=base.trainable, fits=fits, needs_checkpointing=ckpt and fits,
                   peak_bytes=at.peak_bytes, peak_phase=at.peak_phase, max_batch=max_batch, max_seq_len=max_seq,
                   seconds_per_step=secs, tokens_per_second=tps, base_dtype=base.base_dtype, note=note)

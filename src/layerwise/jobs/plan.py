@@ -80,10 +80,17 @@ def plan(model: nn.Module, strategy: str | None = None, strategy_options: dict |
         paged AdamW, nf4), else fp32 and AdamW. Everything else: see the analysis planner.
     """
     m, record = prepare(model, strategy, strategy_options)
+    return plan_prepared(m, record, strategy, precision=precision, optimizer=optimizer, base_dtype=base_dtype, **kwargs)
+
+
+def plan_prepared(m: nn.Module, record: StrategyRecord | None, strategy: str | None, precision: str | None = None,
+                  optimizer: str | None = None, base_dtype: str | None = None, param_groups=None, **kwargs) -> Plan:
+    """:func:`plan` of a model :func:`prepare` made (the planner does not change it: one prepared
+    model serves many plans, as "will it fit?" makes)."""
     precision, optimizer, base_dtype = strategy_defaults(record, precision, optimizer, base_dtype)
-    kwargs.setdefault("param_groups", trainer_groups(m))
     return plan_model(m, precision=precision, optimizer=optimizer, base_dtype=base_dtype, strategy=strategy,
-                          strategy_record=record.to_dict() if record is not None else None, **kwargs)
+                      strategy_record=record.to_dict() if record is not None else None,
+                      param_groups=param_groups if param_groups is not None else trainer_groups(m), **kwargs)
 
 
 def compare_strategies(model: nn.Module, strategies=COMPARE_STRATEGIES, skipped: dict[str, str] | None = None,
