@@ -5,11 +5,9 @@ CPU allocator. argv: out.json parallel(fsdp|ddp) preset batch-per-process seq-le
 
 import gc
 import json
-import os
 import sys
 
 import torch
-import torch.distributed as dist
 
 from layerwise.analysis.memory import default_loss, storage_bytes
 from layerwise.finetune import apply_strategy

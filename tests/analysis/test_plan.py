@@ -9,12 +9,12 @@ import torch
 
 from layerwise.analysis import analyze
 from layerwise.analysis.memory import SavedTensors, storage_key, trace_step
-from layerwise.jobs.plan import compare_strategies, plan, plan_inference
-from layerwise.vocab import OPTIMIZERS
 from layerwise.cli import main
 from layerwise.errors import ConfigError, InputShapeError, UnknownNameError
 from layerwise.finetune import apply_strategy
+from layerwise.jobs.plan import compare_strategies, plan, plan_inference
 from layerwise.models import build
+from layerwise.vocab import OPTIMIZERS
 
 
 def test_llama2_7b_lora_qv_bf16():

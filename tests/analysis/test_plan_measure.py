@@ -13,7 +13,6 @@ from layerwise.jobs.plan import measure
 from layerwise.models import build
 
 
-
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
     """Tiny ops on a shared two-core machine run faster on one thread; memory is the same."""
@@ -153,7 +152,12 @@ def test_cli_measure_prints_estimate_measured_error(capsys):
 def test_gan_plans_both_steps_within_10_percent(preset):
     """A GAN trains in two steps; each is planned (the discriminator on real and generated images,
     the generator through the frozen discriminator) and each is run for real and measured."""
-    from layerwise.jobs.plan import _DiscriminatorStep, _GeneratorStep, meta_copy, plan_gan
+    from layerwise.jobs.plan import (
+        _DiscriminatorStep,
+        _GeneratorStep,
+        meta_copy,
+        plan_gan,
+    )
 
     gan = build(preset, device="meta")
     g = plan_gan(gan, batch_size=8, device="cpu")

@@ -65,8 +65,9 @@ import copy
 import dataclasses
 import json
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -76,7 +77,13 @@ from layerwise.analysis.memory import (
     onednn_conv_workspace,
     trace_step,
 )
-from layerwise.errors import ConfigError, InputShapeError, LayerwiseError, UnknownNameError, suggest
+from layerwise.errors import (
+    ConfigError,
+    InputShapeError,
+    LayerwiseError,
+    UnknownNameError,
+    suggest,
+)
 from layerwise.vocab import (
     DEFAULT_MOMENTUM,
     OPTIMIZERS,

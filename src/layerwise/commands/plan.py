@@ -71,7 +71,15 @@ def run(args) -> int:
     import torch
 
     from layerwise.errors import ConfigError, LayerwiseError
-    from layerwise.jobs.plan import COMPARE_STRATEGIES, compare_strategies, is_gan, measure, plan, plan_gan, plan_inference
+    from layerwise.jobs.plan import (
+        COMPARE_STRATEGIES,
+        compare_strategies,
+        is_gan,
+        measure,
+        plan,
+        plan_gan,
+        plan_inference,
+    )
     from layerwise.targets import parse_shape, resolve
     from layerwise.vocab import optimizer_spec, precision_spec, quant_spec
 

@@ -14,14 +14,30 @@ import dataclasses
 import gc
 import inspect
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
 
-from layerwise.analysis.memory import SavedTensors, autocast, checkpointed, default_loss, storage_bytes, storage_key
-from layerwise.analysis.plan import DEVICES, GiB, Plan, _blocks, make_batch, meta_copy, plan_inference  # noqa: F401
+from layerwise.analysis.memory import (
+    SavedTensors,
+    autocast,
+    checkpointed,
+    default_loss,
+    storage_bytes,
+    storage_key,
+)
+from layerwise.analysis.plan import (  # noqa: F401
+    DEVICES,
+    GiB,
+    Plan,
+    _blocks,
+    make_batch,
+    meta_copy,
+    plan_inference,
+)
 from layerwise.analysis.plan import plan as plan_model
 from layerwise.errors import ConfigError, LayerwiseError, UnknownNameError
 from layerwise.finetune.strategies import StrategyRecord, apply_strategy, parse_strategy
@@ -383,7 +399,7 @@ def measure(
     if not spec.trainer:
         raise ConfigError(f"--measure runs torch's own optimizers; {optimizer} is planned only")
     prec = precision_spec(precision)
-    real, record = prepare(model, strategy, strategy_options)
+    real, _ = prepare(model, strategy, strategy_options)
     real = meta_copy(real) if real is model else real
     groups = trainer_groups(real)
     impl = optimizer_implementation(optimizer, [p for g in groups for p in g], device=dev.type) if groups else "auto"
