@@ -244,6 +244,7 @@ class Plan:
     quantized_params: int = 0  # logical parameters stored in base_dtype
     quantized_layers: list[dict] = field(default_factory=list)  # per layer: name, shape, params, stored bytes
     blocks_traced: dict | None = None  # extrapolation: {"blocks": k, "traced": [2, 3, 4], "container": name}
+    active_params: int | None = None  # a mixture of experts: parameters each token uses (top-k routing); None: all
     activation_formula: list[dict] = field(default_factory=list)  # Korthikanti et al. (2022) next to the trace
     inference: InferencePlan | None = None
     strategy_record: dict | None = None
@@ -471,12 +472,20 @@ def _extrapolated(model: nn.Module, trace_fn: Callable[[], StepTrace], flops_fn:
 
 
 def _quantized_weights(model: nn.Module, head: bool = False) -> list[tuple[str, nn.Parameter]]:
-    """Frozen ``nn.Linear`` weights (outside the head unless ``head``): what bitsandbytes stores quantised."""
+    """What bitsandbytes stores quantised: frozen ``nn.Linear`` weights (outside the head unless
+    ``head``), and the frozen 3-D weights of expert layers (kind "expert"), whose experts are the
+    bulk of a mixture-of-experts model."""
     from layerwise.analysis.kinds import assign_kinds
 
     kinds = assign_kinds(model)
     out, seen = [], set()
     for name, m in model.named_modules():
+        if kinds.get(name) == "expert" and not isinstance(m, nn.Linear):
+            for pn, w in m._parameters.items():
+                if w is not None and w.dim() >= 3 and not w.requires_grad and id(w) not in seen:
+                    seen.add(id(w))
+                    out.append((f"{name}.{pn}" if name else pn, w))
+            continue
         if not isinstance(m, nn.Linear):
             continue
         if not head and (kinds.get(name) == "head" or any(
@@ -488,6 +497,14 @@ def _quantized_weights(model: nn.Module, head: bool = False) -> list[tuple[str, 
         seen.add(id(w))
         out.append((name + ".weight", w))
     return out
+
+
+def _matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:
+    """A weight as the 2-D matrix bitsandbytes quantises: experts (E, out, in) as (E·out, in)."""
+    rows = 1
+    for d in shape[:-1]:
+        rows *= d
+    return rows, shape[-1]
 
 
 # ----------------------------------------------------------------------------- sharding
@@ -669,10 +686,12 @@ def plan(
         from layerwise.analysis.core import analyze
 
         if not compute_flops:
-            return {"flops_train": 0, "recompute": 0}
+            return {"flops_train": 0, "recompute": 0, "active": 0}
         a = analyze(m, inputs=meta_in, name=name)  # FLOPs; also names the layer an input does not fit
         recompute = sum(r.flops_total for r in a.rows if r.is_block and r.reuse_of is None) if grad_checkpointing else 0
-        return {"flops_train": a.totals.flops_train, "recompute": recompute}
+        # parameters a token uses under top-k routing (mixtures of experts), where the analysis gives them
+        active = getattr(a.totals, "active_params", 0) or 0
+        return {"flops_train": a.totals.flops_train, "recompute": recompute, "active": active}
 
     if extrapolate:
         trace, fl, run_info = _extrapolated(m, trace_fn, flops_fn)
@@ -690,7 +709,7 @@ def plan(
         by_dtype[k] = by_dtype.get(k, 0) + p.numel() * _size(dtype_of(p))
     if qspec is not None:
         for lname, p in quantized:
-            stored = qspec.stored_bytes(tuple(p.shape), double_quant)
+            stored = qspec.stored_bytes(_matrix_shape(tuple(p.shape)), double_quant)
             q_layers.append({"name": lname, "shape": list(p.shape), "params": p.numel(), "stored_bytes": stored,
                              "bytes_unquantized": p.numel() * _size(param_dtype)})
         by_dtype = {base_dtype: sum(q["stored_bytes"] for q in q_layers), **by_dtype}
@@ -795,7 +814,12 @@ def plan(
         devices=devices, shard=shard, comm_buffer_bytes=comm, comm_buffer_how=comm_how,
         base_dtype=base_dtype, quantized_params=sum(p.numel() for _, p in quantized), quantized_layers=q_layers,
         blocks_traced=run_info, strategy_record=strategy_record, notes=notes,
+        active_params=fl.get("active") if fl.get("active") and fl.get("active") != sum(q.numel() for q in params) else None,
     )
+    if p.active_params is not None:
+        p.notes.insert(0, f"mixture of experts: {p.active_params:,} of {p.params:,} parameters active per token; every "
+                          "expert's weights are resident (and its gradients and optimizer state, where it trains); "
+                          "the activations follow the routed tokens (top-k rows per token)")
     if activation_formula:
         p.activation_formula = korthikanti_rows(m, p, run_info, trace_fn)
     if inference_context is not None:

@@ -54,6 +54,8 @@ def compute_table(p) -> Table:
     t.add_column("value", justify="right")
     share = 100 * p.trainable / p.params if p.params else 0.0
     t.add_row("Parameters", _b(p.params))
+    if getattr(p, "active_params", None):
+        t.add_row("  active per token (top-k routing)", f"{p.active_params:,} ({100 * p.active_params / p.params:.2f}%)")
     t.add_row("  trainable", f"{p.trainable:,} ({share:.2f}%)")
     t.add_row("Training FLOPs per step (frozen-aware)", _b(p.flops_per_step))
     if p.recompute_flops:
