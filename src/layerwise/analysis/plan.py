@@ -267,7 +267,8 @@ class Plan:
         rows = [
             (f"weights ({w} bytes)", self.weight_bytes,
              ("exact: parameters × dtype size" if not self.base_dtype else
-              f"exact: {self.quantized_params:,} frozen Linear weights stored {self.base_dtype}, the rest × dtype size")
+              f"exact: {self.quantized_params:,} frozen Linear (and expert) weights stored {self.base_dtype}, "
+              "the rest × dtype size")
              + wsh),
             ("buffers", self.buffer_bytes, "exact: buffer storages"),
             ("master weights (fp32)", self.master_weight_bytes,
@@ -789,7 +790,7 @@ def plan(
         notes.insert(0, shard_note)
     if qspec is not None:
         notes.insert(0, f"base stored {base_dtype} (bitsandbytes{', double quantisation' if double_quant and qspec.bits == 4 else ''}):"
-                        f" {len(quantized)} frozen Linear weights, {sum(p.numel() for _, p in quantized):,} parameters "
+                        f" {len(quantized)} frozen Linear (and expert) weights, {sum(p.numel() for _, p in quantized):,} parameters "
                         f"in {by_dtype[base_dtype]:,} bytes; the parameter count is the logical count")
     if run_info and run_info.get("traced") != "all":
         notes.append(f"{run_info['blocks']} identical blocks in {run_info['container']}: traced with 2, 3 and 4 and "
