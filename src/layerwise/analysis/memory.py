@@ -23,7 +23,7 @@ watch it:
 
 What the simulation cannot see: buffers a kernel allocates internally without
 returning them (BLAS/oneDNN scratch space), and the rounding and fragmentation
-of a caching allocator. ``layerwise.analysis.plan.measure`` checks the result
+of a caching allocator. ``layerwise.jobs.plan.measure`` checks the result
 against a real step.
 """
 

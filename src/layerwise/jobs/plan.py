@@ -407,6 +407,9 @@ def measure(
                seq_len=seq_len, input_shape=input_shape, inputs=inputs, grad_checkpointing=grad_checkpointing,
                device=dev.type, loss_fn=loss_fn, name=name, strategy_options=strategy_options, momentum=momentum,
                optimizer_impl=impl)
+    if est.base_dtype is not None:
+        raise ConfigError(f"--measure runs the step with torch's own layers; a {est.base_dtype} base "
+                          f"({strategy or '--base-dtype'}) is planned, not run here")
     param_dtype, amp = prec.param_dtype, prec.autocast_dtype
     loss_fn = loss_fn or default_loss
     free = available_bytes(dev)
