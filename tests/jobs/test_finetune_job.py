@@ -57,3 +57,71 @@ def test_cli_bad_input(capsys, argv, message, tmp_path):
     code = main(argv + ["--steps", "1", "--train-fraction", "0.02", "--out-dir", str(tmp_path / "x"), "--no-progress"])
     err = capsys.readouterr().err
     assert code == 2 and message in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("strategy,cached", [("head", "head"), ("lora:4", "layers.0"), ("top-1", "layers.5")])
+def test_planned_peak_is_the_measured_peak_of_the_same_run(monkeypatch, strategy, cached):
+    """The compare table's "planned peak" plans what the Trainer runs (with the frozen-prefix cache,
+    the cached suffix; the Trainer's fused AdamW), and matches the peak of that run's own training
+    step measured by torch.profiler on the CPU allocator (within 10%).
+
+    The step measured is the second (the optimizer state exists): its peak above the bytes live when
+    it starts, plus the bytes of the weights, buffers and optimizer state the run really holds."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    import layerwise.train.trainer as trainer_mod
+    from layerwise.analysis.memory import storage_bytes
+
+    seen: dict = {}
+    real_make = trainer_mod.make_optimizer
+
+    def spy_make(*a, **k):  # the real make_optimizer; the test keeps a handle on what it built
+        seen["opt"] = real_make(*a, **k)
+        return seen["opt"]
+
+    real_init = trainer_mod.Trainer.__init__
+
+    def spy_init(self, *a, **k):
+        real_init(self, *a, **k)
+        seen["trainer"] = self
+
+    monkeypatch.setattr(trainer_mod, "make_optimizer", spy_make)
+    monkeypatch.setattr(trainer_mod.Trainer, "__init__", spy_init)
+    prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+
+    def callback(ev):
+        if ev.kind != "step":
+            return
+        if ev.step == 1:
+            prof.start()
+        if ev.step in (2, 3):
+            with record_function(f"mark::{ev.step}"):
+                pass
+        if ev.step == 3:
+            prof.stop()
+
+    torch.set_num_threads(1)
+    r = finetune("minilm-l6", "sms-spam", strategy, tiny_config(steps=4, log_every=100), train_fraction=0.05,
+                 max_len=32, callback=callback)
+    assert r.cache["stage"] == cached
+    events = list(prof.profiler.kineto_results.events())
+    t2, t3 = (next(e.start_ns() for e in events if e.name() == f"mark::{i}") for i in (2, 3))
+    mem = sorted((e for e in events if e.name() == "[memory]" and str(e.device_type()).endswith("CPU")),
+                 key=lambda e: e.start_ns())
+    cur, start, peak = 0, None, 0
+    for e in mem:
+        if e.start_ns() > t3:
+            break
+        if start is None and e.start_ns() >= t2:
+            start = cur
+        cur += e.nbytes()
+        if start is not None:
+            peak = max(peak, cur)
+    model = seen["trainer"].model
+    state = [v for s in seen["opt"].state.values() for v in s.values() if isinstance(v, torch.Tensor)]
+    persistent = storage_bytes(list(model.parameters()) + list(model.buffers()) + state)
+    measured = persistent + peak - start
+    print(f"{strategy}: planned {r.planned_peak_bytes:,} measured {measured:,} "
+          f"({100 * (r.planned_peak_bytes - measured) / measured:+.2f}%)")
+    assert abs(r.planned_peak_bytes - measured) / measured < 0.10, (r.planned_peak_bytes, measured)

@@ -17,7 +17,7 @@ from layerwise.train.config import EarlyStopping, TrainConfig
         ("batch_size", 2.5, "TrainConfig.batch_size"),
         ("optimizer", "adamx", "TrainConfig.optimizer: expected one of sgd, adagrad, rmsprop, adam, adamw"),
         ("schedule", "step", "TrainConfig.schedule"),
-        ("precision", "fp16", "TrainConfig.precision: expected one of fp32, bf16"),
+        ("precision", "fp16", "TrainConfig.precision: expected one of fp32, bf16-mixed (bf16 is bf16-mixed)"),
         ("momentum", 1.0, "TrainConfig.momentum"),
         ("betas", (0.9,), "TrainConfig.betas"),
         ("clip_grad_norm", -1.0, "TrainConfig.clip_grad_norm"),

@@ -2,7 +2,8 @@
 
 from layerwise.analysis.core import Analysis, BlockRow, Depth, KindRow, LayerRow, Totals, analyze
 from layerwise.analysis.formulas import Formula, formula
-from layerwise.analysis.plan import Measurement, Plan, measure, plan
+from layerwise.analysis.plan import Plan, plan
 
-__all__ = ["Analysis", "BlockRow", "Depth", "Formula", "KindRow", "LayerRow", "Measurement", "Plan", "Totals", "analyze",
-           "formula", "measure", "plan"]
+# Strategies side by side, "will it fit?" and the measured step are jobs: layerwise.jobs.plan.
+__all__ = ["Analysis", "BlockRow", "Depth", "Formula", "KindRow", "LayerRow", "Plan", "Totals", "analyze",
+           "formula", "plan"]

@@ -23,7 +23,7 @@ watch it:
 
 What the simulation cannot see: buffers a kernel allocates internally without
 returning them (BLAS/oneDNN scratch space), and the rounding and fragmentation
-of a caching allocator. ``layerwise.analysis.plan.measure`` checks the result
+of a caching allocator. ``layerwise.jobs.plan.measure`` checks the result
 against a real step.
 """
 
@@ -43,19 +43,12 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from layerwise.analysis.trace import _tensors  # the one walker over nested tensors
 from layerwise.errors import InputShapeError, LayerwiseError
+from layerwise.vocab import precision_spec
 
 _aten = torch.ops.aten
 _prim_device = torch.ops.prim.device.default
-
-# precision -> (parameter dtype, autocast dtype or None)
-PRECISIONS: dict[str, tuple[torch.dtype, torch.dtype | None]] = {
-    "fp32": (torch.float32, None),
-    "bf16-mixed": (torch.float32, torch.bfloat16),
-    "fp16-mixed": (torch.float32, torch.float16),
-    "bf16-true": (torch.bfloat16, None),
-    "fp16-true": (torch.float16, None),
-}
-
+_mkldnn_rnn_layer = torch.ops.aten.mkldnn_rnn_layer.default
+_mkldnn_rnn_layer_backward = torch.ops.aten.mkldnn_rnn_layer_backward.default
 
 def storage_key(t: torch.Tensor) -> int:
     """Identity of the storage behind ``t`` (shared by all its views), on any device, meta included."""
@@ -136,6 +129,7 @@ class Allocations(TorchDispatchMode):
 
     def _free(self, key: int) -> None:
         self.current -= self.sizes.pop(key, 0)
+        self.weight_copies.discard(key)  # the address may come back for another storage
 
     def settle(self) -> None:
         if self.pending is not None:
@@ -143,6 +137,12 @@ class Allocations(TorchDispatchMode):
             if key in self.sizes or key in self.external:  # the left operand lives on: a real out-of-place add
                 self.peak = max(self.peak, level)
             self.pending = None
+
+    def adjust(self, delta: int) -> None:
+        """Bytes allocated (> 0) or freed (< 0) outside the ops: FSDP's all-gathered parameters."""
+        self.settle()
+        self.current += delta
+        self.peak = max(self.peak, self.current)
 
     def reset_peak(self) -> None:
         self.settle()
@@ -158,6 +158,8 @@ class Allocations(TorchDispatchMode):
         out = func(*args, **kwargs)
         if not _allocates(func):
             return out
+        if func is _mkldnn_rnn_layer:
+            _onednn_lstm_workspace(args, out)
         inputs = _tensors((args, kwargs), [])
         in_keys = {storage_key(t) for t in inputs}
         for t in _tensors(out, []):
@@ -259,14 +261,107 @@ def checkpointed(blocks: list[nn.Module]):
                 b.forward = prev
 
 
+def _round_up(x: int, m: int) -> int:
+    return -(-x // m) * m
+
+
+def _good_ld(dim: int, size: int) -> int:
+    """oneDNN's leading dimension: 64-byte aligned, and not a multiple of 256 elements (4K aliasing)."""
+    ld = _round_up(dim, 64 // size)
+    return ld + 64 // size if ld % 256 == 0 else ld
+
+
+def onednn_lstm_workspace_bytes(steps: int, batch: int, input_size: int, hidden: int, itemsize: int) -> int:
+    """Bytes of the workspace oneDNN's LSTM keeps from a training forward for its backward.
+
+    PyTorch's CPU ``nn.LSTM`` runs each layer and direction through ``aten.mkldnn_rnn_layer``,
+    which returns this workspace (a uint8 tensor that autograd saves). Its regions, in
+    oneDNN's ``rnn_utils`` order, each starting on a 4096-byte page: the gates (T·B·4H),
+    the hidden outputs (T·B·H), the layer states (2·(T+1)·B·max(I, H)), the cell states
+    (2·(T+1)·B·H) in the input's dtype, then the fp32 gradients of the layer, iteration and
+    cell states (2·(T+1)·B·max(I, H) twice, 2·(T+1)·B·H), leading dimensions padded by
+    :func:`_good_ld`. Checked against the tensor the kernel returns (tests/analysis/test_plan.py).
+    """
+    T, B, I, H, s = steps, batch, input_size, hidden, itemsize
+    state = max(I, H)
+    regions = [
+        T * B * _good_ld(4 * H, s) * s,  # gates
+        T * B * _good_ld(H, s) * s,  # h_t
+        2 * (T + 1) * B * _good_ld(state, s) * s,  # states (layer and iteration share them)
+        2 * (T + 1) * B * H * s,  # cell states
+        2 * (T + 1) * B * _good_ld(state, 4) * 4,  # diff states: layer
+        2 * (T + 1) * B * _good_ld(state, 4) * 4,  # diff states: iteration
+        2 * (T + 1) * B * H * 4,  # diff states: cell
+        0,  # grid (GRU only): the offset still rounds up to a page
+    ]
+    offset = 0
+    for r in regions:
+        offset = _round_up(offset, 4096) + r
+    return offset
+
+
+def _onednn_lstm_workspace(args, out) -> None:
+    """Give the fake workspace of ``aten.mkldnn_rnn_layer`` (size 0 on fake tensors) its real size.
+
+    PyTorch hands the kernel time-major input (T, B, I) whatever its ``batch_first`` flag says."""
+    x = args[0]
+    n = onednn_lstm_workspace_bytes(x.shape[0], x.shape[1], x.shape[2], int(args[10]), x.element_size())
+    out[3].untyped_storage().resize_(n)
+
+
+def onednn_lstm_scratch_bytes(steps: int, batch: int, hidden: int, itemsize: int) -> int:
+    """oneDNN's scratchpad for one LSTM layer call, forward or backward (freed when it returns).
+
+    Page-aligned regions: the fp32 gates of every step (fp32 layers merge the gemms over
+    time; bf16 layers run one step at a time), one step's hidden state, its fp32
+    gradient, and the kernel's bookkeeping (4,664 bytes in fp32, about 6 KB in bf16). Read
+    off the CPU allocator's events of oneDNN 3.12 in torch 2.13 (docs/plan.md): exact for
+    fp32 layers of width 16 and more; within a few KB for bf16, whose blocked kernels
+    vary with the batch.
+    """
+    T, B, H = steps, batch, hidden
+    offset = 0
+    gates = (T if itemsize == 4 else 1) * B * _good_ld(4 * H, 4) * 4
+    for r in (gates, B * _good_ld(H, itemsize) * itemsize, B * _good_ld(H, 4) * 4, 0):
+        offset = _round_up(offset, 4096) + r
+    return offset + (4664 if itemsize == 4 else 6144)
+
+
+def onednn_lstm_workspace(func, args, out) -> int:
+    """Bytes oneDNN's LSTM kernels hold only while they run, besides what they return.
+
+    Forward (``aten.mkldnn_rnn_layer``): the bias, the two weights reordered to its padded
+    layout (I·ld(4H) and H·ld(4H) elements) and the scratchpad. Backward
+    (``aten.mkldnn_rnn_layer_backward``): copies of the output, h and c gradients and the
+    bias, the reordered weights and bias, and the scratchpad; a bf16 layer also stages its
+    gradients and its results (input, h, c, weights, bias gradients) in fp32.
+    """
+    if func is _mkldnn_rnn_layer:
+        x, H = args[0], int(args[10])
+        s = x.element_size()
+        T, B, I = x.shape
+        ld = _good_ld(4 * H, s)
+        return 4 * H * s + (I + H) * ld * s + onednn_lstm_scratch_bytes(T, B, H, s)
+    if func is _mkldnn_rnn_layer_backward:
+        x, H = args[0], int(args[15])
+        s = x.element_size()
+        T, B, I = x.shape
+        ld = _good_ld(4 * H, s)
+        staged = 0 if s == 4 else 4 * (T * B * I + 2 * B * H + (I + H) * 4 * H + 4 * H + T * B * H + 2 * B * H)
+        return ((T * B * H + 2 * B * H) * s + 4 * H * s + (I + H) * ld * s + 4 * H * s
+                + onednn_lstm_scratch_bytes(T, B, H, s) + staged)
+    return 0
+
+
 @contextlib.contextmanager
 def native_rnns(model: nn.Module):
-    """Run the model's RNN/LSTM/GRU layers through PyTorch's native implementation on the CPU.
+    """Run the model's RNN/LSTM/GRU layers through PyTorch's native implementation.
 
-    On the CPU, ``nn.LSTM`` otherwise runs oneDNN's fused kernel, whose opaque workspace
-    has no size on fake tensors; the native implementation is ordinary autograd ops,
-    whose saved tensors (the gates of every step) are what cuDNN's reserve space holds
-    on a GPU. The plan and the CPU measurement both use it.
+    On the CPU, ``nn.LSTM`` runs oneDNN's fused kernel (``aten.mkldnn_rnn_layer``) by
+    default, and the plan for the CPU traces that path (with its workspace, see
+    :func:`onednn_lstm_workspace_bytes`). A plan for CUDA traces the native
+    implementation instead: ordinary autograd ops, whose saved tensors (the gates of
+    every step) stand for cuDNN's reserve space.
     """
     handles = []
     previous: list[bool] = []
@@ -290,7 +385,7 @@ def native_rnns(model: nn.Module):
 
 
 def autocast(precision: str, device_type: str = "cpu"):
-    dtype = PRECISIONS[precision][1]
+    dtype = precision_spec(precision).autocast_dtype
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device_type, dtype=dtype)
@@ -308,6 +403,7 @@ class StepTrace:
     forward_peak_bytes: int  # peak during forward and loss
     backward_peak_bytes: int  # peak during backward (gradients included as they accumulate)
     gradient_bytes: int  # live after backward (the parameters' gradients)
+    gathered_root_bytes: int = 0  # FSDP: the root unit's parameters, gathered for the forward and backward
 
 
 def _swap_state(model: nn.Module, fake_mode, dtype: torch.dtype | None) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
@@ -364,6 +460,11 @@ def trace_step(
     loss_fn: Callable[[Any], torch.Tensor] | None = None,
     workspace: Callable | None = None,
     param_dtype: torch.dtype | None = None,
+    rnn_path: str = "native",
+    dequantized: set[int] | None = None,
+    grad_shards: int = 1,
+    fsdp_units: list[nn.Module] | None = None,
+    dequantized_saves_input: bool = False,
 ) -> StepTrace:
     """Simulate forward, loss and backward of ``model`` on ``inputs`` with fake tensors.
 
@@ -375,29 +476,80 @@ def trace_step(
     chooses autocast (``bf16-mixed``, ``fp16-mixed``). ``grad_checkpointing`` runs
     each of ``blocks`` under ``torch.utils.checkpoint``. ``workspace(func, args, out)``
     adds bytes a kernel holds only while it runs (see :func:`onednn_conv_workspace`).
+
+    ``rnn_path``: ``"onednn"`` runs LSTMs through oneDNN's CPU kernel (what a CPU step
+    runs, with its workspace), ``"native"`` through PyTorch's own ops (see
+    :func:`native_rnns`). ``dequantized``: ids of parameters stored quantised; every op
+    that reads one holds a dequantized copy in the compute dtype while it runs
+    (bitsandbytes dequantizes the weight for each matmul, forward and backward).
+    ``dequantized_saves_input``: the layer's autograd function also saves its input, as
+    bitsandbytes' ``MatMul4Bit`` did in 2023 (``ctx.tensors = (A, B)``); today it saves
+    only the packed weight, which a frozen ``F.linear`` models already.
+    ``grad_shards``: each parameter's gradient keeps 1/``grad_shards`` of its bytes once
+    autograd has accumulated it (a reduce-scatter to this device's shard: ZeRO-2).
+
+    ``fsdp_units`` (with ``grad_shards`` = the number of devices): FSDP2's step, as
+    ``fully_shard`` on each of these modules and then on the root runs it. Each unit's
+    parameters are all-gathered (unsharded) while its forward runs and again while its
+    backward runs; its gradients stay unsharded until its backward ends, when a
+    reduce-scatter (through a copy of them) leaves this device's shard. The root unit
+    (every other parameter) stays gathered from the start of the forward to the end of the
+    backward: ``StepTrace.gathered_root_bytes``, included in the peaks and the
+    activations.
     """
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.nn.utils.stateless import _reparametrize_module
 
+    if rnn_path not in ("native", "onednn"):
+        raise LayerwiseError(f"rnn_path: expected 'native' or 'onednn', got {rnn_path!r}")
     loss_fn = loss_fn or default_loss
     fake_mode = FakeTensorMode()
     state, params = _swap_state(model, fake_mode, param_dtype)
     fake_in = _fake_inputs(inputs, fake_mode, param_dtype)
     param_keys = {storage_key(t) for t in state.values()}
     external = param_keys | {storage_key(t) for t in pytree.tree_leaves(fake_in) if isinstance(t, torch.Tensor)}
+    if rnn_path == "onednn" and any(isinstance(m, nn.LSTM) for m in model.modules()):
+        workspace = _combined(workspace, onednn_lstm_workspace)
+    quant_mode = None
+    if dequantized:
+        names = {id(p): n for n, p in model.named_parameters(remove_duplicate=False)}
+        compute = _size_of(precision_spec(precision).compute_dtype)
+        deq = {storage_key(state[names[i]]): state[names[i]].numel() * compute for i in dequantized if i in names}
+        workspace = _with_dequantized(workspace, deq)
+        if dequantized_saves_input:
+            quant_mode = _SavesInput(set(deq))
     alloc = Allocations(external, param_keys, workspace)
     saved = SavedTensors(external)
+    handles = []
+    root_bytes = 0
+    if fsdp_units is not None:
+        handles, root_bytes = _fsdp_hooks(model, state, params, alloc, fsdp_units, grad_shards)
+    elif grad_shards > 1:
+        def shard(p: torch.Tensor) -> None:
+            key = storage_key(p.grad)
+            if key in alloc.sizes:
+                full = alloc.sizes[key]
+                alloc.sizes[key] = -(-full // grad_shards)
+                alloc.current -= full - alloc.sizes[key]
+
+        handles = [p.register_post_accumulate_grad_hook(shard) for p in params if p.requires_grad]
     was_training = model.training
     model.train()
     try:
         with contextlib.ExitStack() as stack:
             stack.enter_context(_reparametrize_module(model, state, tie_weights=True, strict=False))
-            stack.enter_context(native_rnns(model))
+            if rnn_path == "native":
+                stack.enter_context(native_rnns(model))
+            else:
+                stack.enter_context(_mkldnn(True))
             if grad_checkpointing and blocks:
                 stack.enter_context(checkpointed(blocks))
+            if quant_mode is not None:
+                stack.enter_context(quant_mode)
             stack.enter_context(fake_mode)
             stack.enter_context(alloc)
             with torch.enable_grad(), saved.hooks():
+                alloc.adjust(root_bytes)  # the root unit, all-gathered for the whole forward and backward
                 with autocast(precision):
                     out = _call(model, fake_in)
                     activation = alloc.current
@@ -405,21 +557,28 @@ def trace_step(
                 after_loss = alloc.current
                 alloc.settle()
                 forward_peak = alloc.peak
+                # autocast's casts of weights that autograd keeps: counted while they are all alive
+                copies = sum(n for k, n in saved.sizes.items() if k in alloc.weight_copies)
                 if not loss.requires_grad:
                     raise LayerwiseError("the loss does not depend on any trainable parameter: nothing to train")
                 alloc.reset_peak()
                 loss.backward()
+                if fsdp_units is not None:  # the root's reduce-scatter, then its parameters reshard
+                    _reduce_scatter(alloc, [p for p in params if id(p) not in _unit_twin_ids(fsdp_units, model, state)],
+                                    grad_shards)
                 alloc.settle()
                 backward_peak = alloc.peak
                 del loss, out
-                grads = storage_bytes(p.grad for p in params if p.grad is not None)
+                grads = sum(alloc.sizes.get(storage_key(p.grad), 0) if grad_shards > 1 else p.grad.untyped_storage().nbytes()
+                            for p in params if p.grad is not None)
     except LayerwiseError:
         raise
     except Exception as e:
         raise _input_error(model, inputs, e) from None
     finally:
+        for h in handles:
+            h.remove()
         model.train(was_training)
-    copies = sum(n for k, n in saved.sizes.items() if k in alloc.weight_copies)
     return StepTrace(
         saved_bytes=saved.bytes,
         saved_tensors=saved.tensors,
@@ -429,7 +588,127 @@ def trace_step(
         forward_peak_bytes=forward_peak,
         backward_peak_bytes=backward_peak,
         gradient_bytes=grads,
+        gathered_root_bytes=root_bytes,
     )
+
+
+def _unit_twin_ids(units: list[nn.Module], model: nn.Module, state: dict[str, torch.Tensor]) -> set[int]:
+    ids = set()
+    names = {id(m): n for n, m in model.named_modules()}
+    for u in units:
+        prefix = names[id(u)]
+        for n, _ in u.named_parameters(remove_duplicate=False):
+            ids.add(id(state[f"{prefix}.{n}" if prefix else n]))
+    return ids
+
+
+def _reduce_scatter(alloc: "Allocations", twins: list[torch.Tensor], shards: int) -> None:
+    """A unit's reduce-scatter: a copy of its gradients as the input, then each keeps 1/shards."""
+    keys = [storage_key(p.grad) for p in twins if p.grad is not None]
+    full = sum(alloc.sizes.get(k, 0) for k in keys)
+    alloc.adjust(full)  # the reduce-scatter input
+    alloc.adjust(-full)
+    for k in keys:
+        if k in alloc.sizes:
+            size = alloc.sizes[k]
+            alloc.sizes[k] = -(-size // shards)
+            alloc.current -= size - alloc.sizes[k]
+
+
+def _fsdp_hooks(model: nn.Module, state: dict[str, torch.Tensor], params: list[torch.Tensor], alloc: "Allocations",
+                units: list[nn.Module], shards: int):
+    """Hooks that play FSDP2's all-gathers, reshards and reduce-scatters on the simulated allocator."""
+    names = {id(m): n for n, m in model.named_modules()}
+    handles = []
+    in_units: set[int] = set()
+    for u in units:
+        prefix = names[id(u)]
+        twins = list({id(t): t for t in (state[f"{prefix}.{n}" if prefix else n]
+                                         for n, _ in u.named_parameters(remove_duplicate=False))}.values())
+        in_units |= {id(t) for t in twins}
+        nbytes = sum(t.untyped_storage().nbytes() for t in twins)
+
+        def gather(*_a, _b=nbytes, **_k):
+            alloc.adjust(_b)
+
+        def reshard(*_a, _b=nbytes, **_k):
+            alloc.adjust(-_b)
+
+        def backward_end(*_a, _b=nbytes, _twins=twins, **_k):
+            _reduce_scatter(alloc, [t for t in _twins if t.requires_grad], shards)
+            alloc.adjust(-_b)
+
+        handles += [u.register_forward_pre_hook(gather), u.register_forward_hook(reshard),
+                    u.register_full_backward_pre_hook(gather), u.register_full_backward_hook(backward_end)]
+    root = sum(t.untyped_storage().nbytes() for t in params if id(t) not in in_units)
+    return handles, root
+
+
+def _size_of(dtype: torch.dtype) -> int:
+    return torch.empty((), dtype=dtype).element_size()
+
+
+@contextlib.contextmanager
+def _mkldnn(enabled: bool):
+    previous = torch._C._get_mkldnn_enabled()
+    torch._C._set_mkldnn_enabled(enabled)
+    try:
+        yield
+    finally:
+        torch._C._set_mkldnn_enabled(previous)
+
+
+class _LinearSavingInput(torch.autograd.Function):
+    """A frozen linear layer whose autograd function keeps its input for the backward."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        return F.linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad):
+        _x, weight = ctx.saved_tensors
+        return grad @ weight, None, None
+
+
+class _SavesInput(torch.overrides.TorchFunctionMode):
+    """``F.linear`` on one of the given (quantised) weights saves its input too."""
+
+    def __init__(self, keys: set[int]) -> None:
+        super().__init__()
+        self.keys = keys
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is F.linear:
+            x, w = args[0], args[1] if len(args) > 1 else kwargs.get("weight")
+            b = args[2] if len(args) > 2 else kwargs.get("bias")
+            if isinstance(w, torch.Tensor) and storage_key(w) in self.keys and x.requires_grad:
+                return _LinearSavingInput.apply(x, w, b)
+        return func(*args, **kwargs)
+
+
+def _combined(a: Callable | None, b: Callable) -> Callable:
+    if a is None:
+        return b
+    return lambda func, args, out: a(func, args, out) + b(func, args, out)
+
+
+def _with_dequantized(workspace: Callable | None, deq: dict[int, int]) -> Callable:
+    """``workspace`` plus the dequantized copy of every quantised weight an op reads."""
+
+    def ws(func, args, out) -> int:
+        extra = workspace(func, args, out) if workspace is not None else 0
+        seen = set()
+        for t in _tensors(args, []):
+            key = storage_key(t)
+            if key in deq and key not in seen:
+                seen.add(key)
+                extra += deq[key]
+        return extra
+
+    return ws
 
 
 def _input_error(model: nn.Module, inputs, e: Exception) -> Exception:

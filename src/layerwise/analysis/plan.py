@@ -1,5 +1,9 @@
-"""Training-memory and compute planner: ``plan(model, strategy=..., ...) -> Plan``,
-and ``measure(...)``, which runs a real step and reports the estimate's error.
+"""Training-memory and compute planner: ``plan(model, ...) -> Plan`` for the model as it
+is (its ``requires_grad`` flags decide what trains), on one or many devices.
+
+Fine-tuning strategies, side-by-side comparisons, "will it fit?" and the measured step
+are jobs above the analysis (:mod:`layerwise.jobs.plan`): they change a meta copy of the
+model and call this planner.
 
 The model of a training step (one function call, so outputs are freed after the
 backward)::
@@ -9,8 +13,9 @@ backward)::
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
 
-Persistent across the step: weights, buffers, optimizer state, the input batch.
-On top of them the step goes through three peaks; the plan's peak is the largest:
+Persistent across the step: weights, buffers, optimizer state, the input batch (and,
+on many devices, the communication buffers). On top of them the step goes through
+three peaks; the plan's peak is the largest:
 
 - forward: the activations autograd keeps for the backward, the model's outputs
   and the loss's own tensors (for a language model the fp32 logits and their
@@ -22,13 +27,19 @@ On top of them the step goes through three peaks; the plan's peak is the largest
 
 The forward and backward are *measured* on fake tensors
 (:mod:`layerwise.analysis.memory`); weights, gradients, optimizer state and the
-optimizer's temporaries follow from the parameter count, dtype and optimizer.
+optimizer's temporaries follow from the parameter count, dtype and optimizer
+(:data:`layerwise.vocab.OPTIMIZERS`, the table the Trainer builds its optimizer from).
 
-Precision conventions (what is modelled):
+A model whose blocks repeat (a transformer's layers) is traced with 2, 3 and 4 of its
+identical blocks and the step extrapolated to all of them: every quantity of the step is
+affine in the number of identical blocks, and the three traces check it (see
+:func:`_extrapolated`), so a 126-block model plans in a fraction of a second.
+
+Precision conventions (:data:`layerwise.vocab.PRECISIONS`):
 
 - ``fp32``: fp32 weights, gradients, optimizer state and activations.
-- ``bf16-mixed`` / ``fp16-mixed``: torch autocast. The weights stay fp32 and *are*
-  the master copy (no second copy); matmuls run in 16 bits, so autocast makes 16-bit
+- ``bf16-mixed`` / ``fp16-mixed``: torch autocast. The weights stay fp32 and *are* the
+  master copy (no second copy); matmuls run in 16 bits, so autocast makes 16-bit
   working copies of the weights, which autograd keeps for the backward where the
   input needs a gradient (counted under activations, shown apart). Gradients and
   optimizer state are fp32. This is Lightning's and litgpt's "bf16-mixed".
@@ -38,6 +49,13 @@ Precision conventions (what is modelled):
   trainable weights is kept and the optimizer state is fp32 (the DeepSpeed /
   Megatron convention: 2 + 2 + 4 + 4 + 4 = 16 bytes per trainable parameter
   with Adam).
+
+Quantised frozen bases (``base_dtype``: ``nf4``, ``fp4``, ``int8``; bitsandbytes'
+formats, :data:`layerwise.vocab.QUANTIZATIONS`): every frozen ``nn.Linear`` weight
+outside the head is stored packed. The parameter counts stay the logical counts; the
+bytes are the stored ones, per layer. Each matmul on such a weight holds a dequantized
+copy in the compute dtype while it runs (forward and backward); autograd keeps only the
+packed weight.
 """
 
 from __future__ import annotations
@@ -45,73 +63,47 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import gc
 import json
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
 
 from layerwise.analysis.memory import (
-    PRECISIONS,
-    SavedTensors,
-    autocast,
-    checkpointed,
-    default_loss,
-    native_rnns,
+    StepTrace,
     onednn_conv_workspace,
-    storage_bytes,
-    storage_key,
     trace_step,
 )
-from layerwise.errors import ConfigError, InputShapeError, LayerwiseError, UnknownNameError, suggest
+from layerwise.errors import (
+    ConfigError,
+    InputShapeError,
+    LayerwiseError,
+    UnknownNameError,
+    suggest,
+)
+from layerwise.vocab import (
+    DEFAULT_MOMENTUM,
+    OPTIMIZERS,
+    PRECISIONS,
+    OptimizerSpec,
+    optimizer_spec,
+    precision_spec,
+    quant_spec,
+)
 
-
-@dataclass(frozen=True)
-class OptimizerSpec:
-    name: str
-    torch_name: str
-    states: int  # state tensors of a parameter's shape per trainable parameter tensor
-    step_tensor: bool  # a 0-dim fp32 ``step`` per parameter (kept on the CPU unless fused/capturable)
-    kwargs: dict = field(default_factory=dict)
-    # temporaries of one step, in parameter-sized tensors: (foreach, all tensors at once — torch's
-    # default on CUDA) and (for-loop, one tensor at a time — torch's default on the CPU)
-    foreach_temps: int = 0
-    loop_temps: int = 0
-
-    def describe(self) -> str:
-        return f"{self.torch_name}: {self.states} state tensor{'s' if self.states != 1 else ''} per parameter"
-
-
-# torch.optim's single-tensor Adam computes ``denom = (exp_avg_sq.sqrt() / bc).add_(eps)``:
-# two temporaries at once, and ``denom`` lives on into the next parameter's update.
-OPTIMIZERS: dict[str, OptimizerSpec] = {
-    "adamw": OptimizerSpec("adamw", "AdamW", 2, True, {"lr": 1e-4}, foreach_temps=1, loop_temps=2),
-    "adam": OptimizerSpec("adam", "Adam", 2, True, {"lr": 1e-4}, foreach_temps=1, loop_temps=2),
-    "sgd": OptimizerSpec("sgd", "SGD", 0, False, {"lr": 1e-3}),
-    "sgd-momentum": OptimizerSpec("sgd-momentum", "SGD", 1, False, {"lr": 1e-3, "momentum": 0.9}),
-    "adagrad": OptimizerSpec("adagrad", "Adagrad", 1, True, {"lr": 1e-3}, foreach_temps=1, loop_temps=1),
-    "rmsprop": OptimizerSpec("rmsprop", "RMSprop", 1, True, {"lr": 1e-4}, foreach_temps=1, loop_temps=1),
-    "rmsprop-momentum": OptimizerSpec(
-        "rmsprop-momentum", "RMSprop", 2, True, {"lr": 1e-4, "momentum": 0.9}, foreach_temps=1, loop_temps=1
-    ),
-}
-
-COMPARE_STRATEGIES = ("full", "head", "top-2", "bitfit", "lora:8", "lora:16", "adapter:64")
 DEVICES = ("cuda", "cpu")
+SHARDING = ("ddp", "zero1", "zero2", "zero3", "fsdp")
 GiB = 1024**3
+# DeepSpeed's default reduce_bucket_size (elements): ZeRO-1/2 reduce gradients through a buffer this size
+DEEPSPEED_BUCKET = 500_000_000
+MIN_RUN = 16  # identical consecutive blocks from which the step is extrapolated rather than traced whole
 
 
-def _check_optimizer(name: str) -> OptimizerSpec:
-    if name not in OPTIMIZERS:
-        raise UnknownNameError(f"unknown optimizer {name!r}; expected one of {', '.join(OPTIMIZERS)}.{suggest(name, OPTIMIZERS)}")
-    return OPTIMIZERS[name]
-
-
-def _check_precision(name: str) -> None:
-    if name not in PRECISIONS:
-        raise UnknownNameError(f"unknown precision {name!r}; expected one of {', '.join(PRECISIONS)}.{suggest(name, PRECISIONS)}")
+def _check_precision(name: str) -> str:
+    return precision_spec(name).name
 
 
 def _check_positive(value, name: str, allow_none: bool = False) -> None:
@@ -149,15 +141,7 @@ def meta_copy(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model, memo)
 
 
-def _apply(model: nn.Module, strategy: str | None, options: dict | None = None):
-    if strategy is None:
-        return None
-    from layerwise.finetune import apply_strategy
-
-    return apply_strategy(model, strategy, **(options or {}))
-
-
-def _make_inputs(model: nn.Module, inputs, input_shape, batch_size: int, seq_len: int | None):
+def make_batch(model: nn.Module, inputs, input_shape, batch_size: int, seq_len: int | None):
     """The batch on the model's device: ``inputs`` (as meta), zeros of ``input_shape``, or example_inputs."""
     from layerwise.analysis.core import make_inputs
 
@@ -171,17 +155,15 @@ def _make_inputs(model: nn.Module, inputs, input_shape, batch_size: int, seq_len
     if input_shape is not None:
         return make_inputs(model, input_shape)
     if hasattr(model, "example_inputs"):
-        return model.example_inputs(batch_size=batch_size, seq_len=seq_len)
+        batch = model.example_inputs(batch_size=batch_size, seq_len=seq_len)
+        if seq_len is not None and not any(
+                isinstance(t, torch.Tensor) and not t.is_floating_point() and t.dim() >= 2 and t.shape[1] == seq_len
+                for t in torch.utils._pytree.tree_leaves(batch)):
+            shapes = [list(t.shape) for t in torch.utils._pytree.tree_leaves(batch) if isinstance(t, torch.Tensor)]
+            raise ConfigError(f"--seq-len {seq_len}: {type(model).__name__} takes no sequence (its input is "
+                              f"{shapes[0] if len(shapes) == 1 else shapes}); drop --seq-len, or give --input-shape")
+        return batch
     raise LayerwiseError(f"{type(model).__name__} has no example_inputs(); pass input_shape (e.g. [8, 3, 224, 224]) or inputs")
-
-
-def _to_param_dtype(inputs, dtype: torch.dtype):
-    def conv(x):
-        if isinstance(x, torch.Tensor) and x.is_floating_point() and x.dtype != dtype:
-            return x.to(dtype)
-        return x
-
-    return torch.utils._pytree.tree_map(conv, inputs)
 
 
 def _size(dt: torch.dtype) -> int:
@@ -190,6 +172,10 @@ def _size(dt: torch.dtype) -> int:
 
 def _dtype_name(dt: torch.dtype) -> str:
     return str(dt).replace("torch.", "")
+
+
+def _leaves(batch) -> list[torch.Tensor]:
+    return list({id(t): t for t in torch.utils._pytree.tree_leaves(batch) if isinstance(t, torch.Tensor)}.values())
 
 
 @dataclass
@@ -212,20 +198,22 @@ class InferencePlan:
 
 @dataclass
 class Plan:
-    """Memory (bytes) and compute of one training step. See the module docstring for the model."""
+    """Memory (bytes, per device) and compute of one training step. See the module docstring."""
 
     model: str
     strategy: str | None
     optimizer: str
+    optimizer_impl: str  # fused | foreach | for-loop: the update's implementation (the Trainer's choice by default)
+    momentum: float
     precision: str
-    device: str  # where the step runs: decides the optimizer's implementation (foreach on cuda)
-    batch_size: int
+    device: str  # where the step runs (cuda | cpu): decides kernels, the optimizer's implementation, RNN path
+    batch_size: int  # per device (the micro-batch one device runs)
     seq_len: int | None
     input_shape: Any
     grad_checkpointing: bool
-    params: int
+    params: int  # logical parameter count, each tensor once (quantised weights count as their elements)
     trainable: int
-    weights_by_dtype: dict[str, int]  # bytes of parameters per dtype
+    weights_by_dtype: dict[str, int]  # stored bytes of parameters per storage dtype (nf4, int8, bfloat16 …), per device
     weight_bytes: int
     buffer_bytes: int
     master_weight_bytes: int
@@ -243,39 +231,63 @@ class Plan:
     step_peak_bytes: int
     peak_bytes: int
     peak_phase: str  # "forward" | "backward" | "optimizer step"
-    flops_per_step: int  # forward + backward (+ recomputation under checkpointing), frozen-aware
+    flops_per_step: int  # forward + backward (+ recomputation under checkpointing), frozen-aware, per device
     recompute_flops: int
-    tokens_per_step: int | None
-    tflops: float | None  # achieved throughput the time is computed at
+    tokens_per_step: int | None  # per device
+    tflops: float | None  # achieved throughput per device the time is computed at
     seconds_per_step: float | None
+    devices: int = 1
+    shard: str = "ddp"
+    comm_buffer_bytes: int = 0  # communication buffers: DDP's gradient buckets, ZeRO's reduce bucket, gathered units
+    comm_buffer_how: str = ""
+    base_dtype: str | None = None  # storage format of the frozen Linear weights (nf4, fp4, int8) or None
+    quantized_params: int = 0  # logical parameters stored in base_dtype
+    quantized_layers: list[dict] = field(default_factory=list)  # per layer: name, shape, params, stored bytes
+    blocks_traced: dict | None = None  # extrapolation: {"blocks": k, "traced": [2, 3, 4], "container": name}
+    active_params: int | None = None  # a mixture of experts: parameters each token uses (top-k routing); None: all
+    activation_formula: list[dict] = field(default_factory=list)  # Korthikanti et al. (2022) next to the trace
     inference: InferencePlan | None = None
     strategy_record: dict | None = None
     notes: list[str] = field(default_factory=list)
 
     @property
     def persistent_bytes(self) -> int:
-        return self.weight_bytes + self.buffer_bytes + self.master_weight_bytes + self.optimizer_state_bytes + self.input_bytes
+        return (self.weight_bytes + self.buffer_bytes + self.master_weight_bytes + self.optimizer_state_bytes
+                + self.input_bytes + self.comm_buffer_bytes)
 
     def components(self) -> list[tuple[str, int, str]]:
         """(component, bytes, how it is obtained), in the order of the breakdown table."""
         w = ", ".join(f"{k} {v:,}" for k, v in self.weights_by_dtype.items()) or "none"
         spec = OPTIMIZERS[self.optimizer]
-        gdt = ", ".join(self.weights_by_dtype) or "-"
+        gdt = ", ".join(k for k in self.weights_by_dtype if k not in ("nf4", "fp4", "int8")) or "-"
+        per = f" / {self.devices} devices" if self.devices > 1 else ""
+        wsh = per if self.shard in ("zero3", "fsdp") else ""
+        gsh = per if self.shard in ("zero2", "zero3", "fsdp") else ""
+        osh = per if self.shard != "ddp" else ""
         rows = [
-            (f"weights ({w} bytes)", self.weight_bytes, "exact: parameters × dtype size"),
+            (f"weights ({w} bytes)", self.weight_bytes,
+             ("exact: parameters × dtype size" if not self.base_dtype else
+              f"exact: {self.quantized_params:,} frozen Linear (and expert) weights stored {self.base_dtype}, "
+              "the rest × dtype size")
+             + wsh),
             ("buffers", self.buffer_bytes, "exact: buffer storages"),
             ("master weights (fp32)", self.master_weight_bytes,
-             "fp32 copy of trainable weights" if self.master_weight_bytes else
-             ("none: the fp32 weights are the master copy" if PRECISIONS[self.precision][1] else "none kept")),
-            (f"gradients (trainable, {gdt})", self.gradient_bytes, "measured: fake backward"),
-            (f"optimizer state ({spec.describe()})", self.optimizer_state_bytes, "states × trainable × dtype"),
-            ("inputs", self.input_bytes, "exact: the batch"),
+             ("fp32 copy of trainable weights" + osh) if self.master_weight_bytes else
+             ("none: the fp32 weights are the master copy" if PRECISIONS[self.precision].autocast_dtype else "none kept")),
+            (f"gradients (trainable, {gdt})", self.gradient_bytes, "measured: fake backward" + gsh),
+            (f"optimizer state ({spec.describe(self.momentum)})", self.optimizer_state_bytes,
+             "states × trainable × dtype" + osh),
+            ("inputs", self.input_bytes, "exact: the batch (per device)"),
+        ]
+        if self.devices > 1 or self.comm_buffer_bytes:
+            rows.append((f"communication buffers ({self.shard})", self.comm_buffer_bytes, self.comm_buffer_how))
+        rows += [
             ("activations (saved for backward, outputs)", self.activation_bytes, "measured: fake forward"),
             ("  of which 16-bit weight copies (autocast)", self.weight_copy_bytes, "measured"),
             ("loss (fp32 logits, log-softmax)", self.loss_bytes, "measured: fake forward"),
             ("backward transient (logit grads, grads so far)", self.backward_transient_bytes, "measured: fake backward"),
             ("optimizer step transient", self.optimizer_step_transient_bytes,
-             f"{'foreach' if self.device == 'cuda' else 'per-tensor'} {spec.torch_name} temporaries"),
+             f"{self.optimizer_impl} {spec.torch_class} temporaries"),
         ]
         return rows
 
@@ -286,15 +298,18 @@ class Plan:
             ("master weights", self.master_weight_bytes),
             ("optimizer state", self.optimizer_state_bytes),
             ("inputs", self.input_bytes),
+            ("communication buffers", self.comm_buffer_bytes),
         ]
-        base = self.persistent_bytes
         if self.peak_phase == "optimizer step":
+            if self.shard == "fsdp" and self.devices > 1:  # the root is resharded by then
+                parts[-1] = ("communication buffers", 0)
             parts += [("gradients", self.gradient_bytes), ("optimizer step transient", self.optimizer_step_transient_bytes)]
         else:
             top = self.forward_peak_bytes if self.peak_phase == "forward" else self.backward_peak_bytes
             act = self.activation_bytes - self.weight_copy_bytes
             parts += [("activations", act), ("16-bit weight copies", self.weight_copy_bytes), ("loss", self.loss_bytes)]
-            parts.append((f"{self.peak_phase} transient", top - base - act - self.weight_copy_bytes - self.loss_bytes))
+            parts.append((f"{self.peak_phase} transient",
+                          top - self.persistent_bytes - act - self.weight_copy_bytes - self.loss_bytes))
         assert sum(b for _, b in parts) == self.peak_bytes
         return parts
 
@@ -309,33 +324,221 @@ class Plan:
         return json.dumps(self.to_dict(), indent=indent)
 
 
-def _optimizer_bytes(spec: OptimizerSpec, trainable: list[torch.Tensor], state_dtype: torch.dtype,
-                     device: str) -> tuple[int, int]:
-    """(persistent state bytes, peak temporaries of one step)."""
-    sizes = [p.numel() * _size(state_dtype if p.is_floating_point() else p.dtype) for p in trainable]
-    state = spec.states * sum(sizes)
-    if spec.step_tensor and device == "cpu":
-        state += 4 * len(trainable)  # 0-dim fp32 step per parameter; on CUDA it stays on the host
-    if device == "cuda":
-        temp = spec.foreach_temps * sum(sizes)
-    elif spec.loop_temps:
-        # parameter i's temporaries while parameter i-1's result is still referenced
-        temp = max((spec.loop_temps * s + (sizes[i - 1] if i else 0) for i, s in enumerate(sizes)), default=0)
-    else:
-        temp = 0
+# ----------------------------------------------------------------------------- optimizer
+
+
+def optimizer_bytes(spec: OptimizerSpec, groups: list[list[int]], tensors_on_device: bool, impl: str,
+                    n_states: int) -> tuple[int, int]:
+    """(persistent state bytes, peak temporaries of one step) for parameter groups of trainable
+    tensors (``groups``: each tensor's bytes in its state dtype, in the optimizer's order).
+
+    ``tensors_on_device``: the 0-dim ``step`` tensors live on the device. torch updates one
+    parameter group at a time: foreach temporaries span the group, for-loop ones one tensor
+    while the previous tensor's last temporary is still referenced; fused kernels update in
+    place.
+    """
+    sizes = [s for g in groups for s in g]
+    state = n_states * sum(sizes)
+    if spec.step_tensor and tensors_on_device:
+        state += 4 * len(sizes)  # 0-dim fp32 step per parameter
+    temp = 0
+    for g in groups:
+        if impl == "foreach":
+            temp = max(temp, spec.foreach_temps * sum(g))
+        elif impl == "for-loop" and spec.loop_temps:
+            temp = max(temp, max((spec.loop_temps * s + (g[i - 1] if i else 0) for i, s in enumerate(g)), default=0))
     return state, temp
 
 
-def _blocks(model: nn.Module) -> list[nn.Module]:
+# ----------------------------------------------------------------------------- repeated blocks
+
+
+@dataclass
+class _Run:
+    container: nn.Module  # the ModuleList / Sequential holding the blocks
+    name: str
+    keys: list[str]  # the container's keys, in order
+    run: list[str]  # the keys of the longest run of identical consecutive blocks
+
+
+def _signature(module: nn.Module) -> tuple:
+    """What makes two blocks interchangeable in a step: structure, tensors, flags and plain attributes."""
+    sig = []
+    for name, m in module.named_modules():
+        attrs = tuple(sorted((k, v) for k, v in vars(m).items()
+                             if not k.startswith("_") and k != "training" and "idx" not in k and "index" not in k
+                             and isinstance(v, (int, float, str, bool, type(None), tuple))
+                             and (not isinstance(v, tuple) or all(isinstance(x, (int, float, str, bool)) for x in v))))
+        tensors = tuple((n, tuple(p.shape), p.dtype, p.requires_grad) for n, p in m._parameters.items() if p is not None)
+        bufs = tuple((n, tuple(b.shape), b.dtype) for n, b in m._buffers.items() if b is not None)
+        hooks = (len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks))
+        sig.append((name, type(m), m.training, attrs, tensors, bufs, hooks, "forward" in m.__dict__))
+    return tuple(sig)
+
+
+def _repeated_run(model: nn.Module) -> _Run | None:
+    """The longest run of identical consecutive blocks in one ModuleList/Sequential, if any."""
+    from layerwise.analysis.kinds import detect_blocks
+
+    block_ids = detect_blocks(model)
+    if not block_ids:
+        return None
+    owners: dict[int, int] = {}
+    for m in model.modules():
+        for p in m._parameters.values():
+            if p is not None:
+                owners[id(p)] = owners.get(id(p), 0) + 1
+    best: _Run | None = None
+    for cname, c in model.named_modules():
+        if not isinstance(c, (nn.ModuleList, nn.Sequential)):
+            continue
+        keys = list(c._modules)
+        i = 0
+        while i < len(keys):
+            b = c._modules[keys[i]]
+            if b is None or id(b) not in block_ids:
+                i += 1
+                continue
+            sig = _signature(b)
+            j = i + 1
+            while j < len(keys) and c._modules[keys[j]] is not None and id(c._modules[keys[j]]) in block_ids \
+                    and c._modules[keys[j]] is not b and _signature(c._modules[keys[j]]) == sig:
+                j += 1
+            run = keys[i:j]
+            # a block applied twice, or sharing a weight with another module, is not independent
+            independent = all(owners[id(p)] == 1 for k in run for p in c._modules[k].parameters()) and \
+                len({id(c._modules[k]) for k in run}) == len(run)
+            if independent and (best is None or len(run) > len(best.run)):
+                best = _Run(c, cname, keys, run)
+            i = j
+    return best
+
+
+@contextlib.contextmanager
+def _keep_blocks(run: _Run, n: int):
+    """Temporarily leave only the first ``n`` blocks of ``run`` in its container (keys renumbered)."""
+    c = run.container
+    saved = c._modules
+    drop = set(run.run[n:])
+    kept = [(k, m) for k, m in saved.items() if k not in drop]
+    numeric = isinstance(c, nn.ModuleList) or all(k.isdigit() for k in saved)
+    c._modules = OrderedDict((str(i) if numeric else k, m) for i, (k, m) in enumerate(kept))
+    try:
+        yield
+    finally:
+        c._modules = saved
+
+
+_TRACE_FIELDS = ("saved_bytes", "saved_tensors", "weight_copy_bytes", "activation_bytes", "loss_bytes",
+                 "forward_peak_bytes", "backward_peak_bytes", "gradient_bytes", "gathered_root_bytes")
+
+
+def _extrapolated(model: nn.Module, trace_fn: Callable[[], StepTrace], flops_fn: Callable[[], dict]):
+    """(trace, flops, info): the step of ``model``, from traces of fewer of its repeated blocks.
+
+    With a run of k identical blocks, every quantity q of the step is affine in the number
+    n of those blocks kept: q(n) = q(2) + (n - 2)·(q(3) - q(2)). A peak is a maximum over
+    moments of the step, each affine in n with slope 0, a (the activations one block
+    keeps) or g (one block's gradients), so the peak's slope can only grow to the larger
+    of a and g. The traces at 2, 3 and 4 blocks check both: equal differences, and a
+    peak whose slope is already the largest possible. Otherwise the model is traced whole.
+    """
+    run = _repeated_run(model)
+    if run is None or len(run.run) < MIN_RUN:
+        fl = flops_fn()  # first: the analysis names the layer an input does not fit
+        return trace_fn(), fl, None
+    k = len(run.run)
+    traces, flops = [], []
+    for n in (2, 3, 4):
+        with _keep_blocks(run, n):
+            if n < 4:
+                flops.append(flops_fn())
+            traces.append(trace_fn())
+    vals = {f: [getattr(t, f) for t in traces] for f in _TRACE_FIELDS}
+    steps = {f: (v[1] - v[0], v[2] - v[1]) for f, v in vals.items()}
+    affine = all(d1 == d2 for d1, d2 in steps.values())
+    a, g = steps["activation_bytes"][0], steps["gradient_bytes"][0]
+    safe = steps["forward_peak_bytes"][0] >= a and steps["backward_peak_bytes"][0] >= max(a, g)
+    if not (affine and safe):
+        fl = flops_fn()
+        return trace_fn(), fl, {"blocks": k, "container": run.name, "traced": "all",
+                                        "why": "the step is not affine in the number of blocks"}
+    est = StepTrace(**{f: vals[f][0] + (k - 2) * steps[f][0] for f in _TRACE_FIELDS})
+    fl = {key: flops[0][key] + (k - 2) * (flops[1][key] - flops[0][key]) for key in flops[0]}
+    per_block = {f: steps[f][0] for f in _TRACE_FIELDS}
+    return est, fl, {"blocks": k, "container": run.name, "traced": [2, 3, 4], "per_block": per_block}
+
+
+# ----------------------------------------------------------------------------- quantised bases
+
+
+def _quantized_weights(model: nn.Module, head: bool = False) -> list[tuple[str, nn.Parameter]]:
+    """What bitsandbytes stores quantised: frozen ``nn.Linear`` weights (outside the head unless
+    ``head``), and the frozen 3-D weights of expert layers (kind "expert"), whose experts are the
+    bulk of a mixture-of-experts model."""
+    from layerwise.analysis.kinds import assign_kinds
+
+    kinds = assign_kinds(model)
+    out, seen = [], set()
+    for name, m in model.named_modules():
+        if kinds.get(name) == "expert" and not isinstance(m, nn.Linear):
+            for pn, w in m._parameters.items():
+                if w is not None and w.dim() >= 3 and not w.requires_grad and id(w) not in seen:
+                    seen.add(id(w))
+                    out.append((f"{name}.{pn}" if name else pn, w))
+            continue
+        if not isinstance(m, nn.Linear):
+            continue
+        if not head and (kinds.get(name) == "head" or any(
+                kinds.get(name.rsplit(".", i)[0]) == "head" for i in range(1, name.count(".") + 1))):
+            continue
+        w = m.weight
+        if w is None or w.requires_grad or id(w) in seen or w.dim() != 2:
+            continue
+        seen.add(id(w))
+        out.append((name + ".weight", w))
+    return out
+
+
+def _matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:
+    """A weight as the 2-D matrix bitsandbytes quantises: experts (E, out, in) as (E·out, in)."""
+    rows = 1
+    for d in shape[:-1]:
+        rows *= d
+    return rows, shape[-1]
+
+
+# ----------------------------------------------------------------------------- sharding
+
+
+def _unit_params(model: nn.Module, params: list[nn.Parameter], dtype_of) -> tuple[int, int]:
+    """(bytes of the largest FSDP unit's parameters, bytes of the root unit's own parameters).
+
+    A unit is a repeated block (``fully_shard`` per block, then the root), the root owns the rest."""
     from layerwise.analysis.kinds import detect_blocks
 
     ids = detect_blocks(model)
-    return [m for m in model.modules() if id(m) in ids]
+    blocks = [m for m in model.modules() if id(m) in ids]
+    in_blocks: set[int] = set()
+    largest = 0
+    for b in blocks:
+        ps = {id(p): p for p in b.parameters()}
+        in_blocks |= set(ps)
+        largest = max(largest, sum(p.numel() * _size(dtype_of(p)) for p in ps.values()))
+    root = sum(p.numel() * _size(dtype_of(p)) for p in params if id(p) not in in_blocks)
+    return largest, root
+
+
+def _largest_layer(params_by_module: list[tuple[nn.Module, list[nn.Parameter]]]) -> int:
+    """DeepSpeed's ``largest_layer_params``: the most parameters one module owns itself."""
+    return max((sum(p.numel() for p in ps) for _, ps in params_by_module), default=0)
+
+
+# ----------------------------------------------------------------------------- the planner
 
 
 def plan(
     model: nn.Module,
-    strategy: str | None = None,
     optimizer: str = "adamw",
     precision: str = "fp32",
     batch_size: int = 1,
@@ -349,45 +552,92 @@ def plan(
     loss_fn: Callable[[Any], torch.Tensor] | None = None,
     inference_context: int | None = None,
     name: str | None = None,
-    strategy_options: dict | None = None,
+    strategy: str | None = None,
+    strategy_record: dict | None = None,
+    momentum: float = DEFAULT_MOMENTUM,
+    optimizer_impl: str = "auto",
+    base_dtype: str | None = None,
+    double_quant: bool = True,
+    quantize_head: bool = False,
+    quant_saves_input: bool = False,
+    devices: int = 1,
+    shard: str = "ddp",
+    extrapolate: bool = True,
+    activation_formula: bool = False,
+    param_groups: list[list[nn.Parameter]] | None = None,
+    rnn_path: str | None = None,
+    compute_flops: bool = True,
 ) -> Plan:
-    """Plan the memory and compute of one training step of ``model``.
+    """Plan the memory and compute of one training step of ``model`` as it is.
 
     Args:
         model: any ``nn.Module``, on any device (``meta`` is cheapest); it is not changed.
-        strategy: a fine-tuning strategy (``"lora:16"``, ``"head"``, ``"top-2"`` …,
-            see :func:`layerwise.finetune.apply_strategy`), applied to a meta copy; None
-            keeps the model's own ``requires_grad`` flags.
-        optimizer: one of :data:`OPTIMIZERS`. precision: one of ``fp32``, ``bf16-mixed``,
-            ``fp16-mixed``, ``bf16-true``, ``fp16-true``.
+            Its ``requires_grad`` flags say what trains (apply a strategy first, or use
+            :func:`layerwise.jobs.plan.plan`, which does).
+        optimizer: a name of :data:`layerwise.vocab.OPTIMIZERS`; ``momentum`` for SGD and
+            RMSprop (the Trainer's default 0.9); ``optimizer_impl``: auto (the Trainer's
+            choice: fused where torch has it, else foreach), fused, foreach or for-loop.
+        precision: a name of :data:`layerwise.vocab.PRECISIONS`.
         batch_size, seq_len: the inputs ``model.example_inputs(batch_size, seq_len)``
-            makes; or ``input_shape`` (e.g. ``[8, 3, 224, 224]``), or ``inputs`` (tensors).
+            makes, per device; or ``input_shape`` (e.g. ``[8, 3, 224, 224]``), or
+            ``inputs`` (tensors).
         grad_checkpointing: each repeated block (``roles.mark_block`` or detected) runs
             under ``torch.utils.checkpoint`` and is recomputed in the backward.
-        tflops: achieved throughput in TFLOP/s for ``seconds_per_step``.
-        device: ``"cuda"`` or ``"cpu"``, where the step will run: torch's optimizers
-            update all tensors at once (foreach) on CUDA and one at a time on the CPU.
+        tflops: achieved throughput per device in TFLOP/s for ``seconds_per_step``.
+        device: ``"cuda"`` or ``"cpu"``, where the step will run.
         master_weights: with ``bf16-true``/``fp16-true``, keep fp32 master weights and
             fp32 optimizer state.
         loss_fn: ``output -> loss``; default :func:`layerwise.analysis.memory.default_loss`.
         inference_context: also plan inference (weights + KV cache) at this context.
-        strategy_options: keyword arguments for ``apply_strategy`` (``lora_targets``,
-            ``lora_alpha``, ``lora_dropout``).
+        strategy, strategy_record: the strategy that made the model what it is (labels).
+        base_dtype: ``nf4``, ``fp4`` or ``int8``: frozen Linear weights stored quantised
+            (``double_quant``: bitsandbytes' nested quantisation of the 4-bit absmax).
+            ``quantize_head``: the output layer too (litgpt's bitsandbytes plugin converts
+            every Linear; transformers keeps the output layer). ``quant_saves_input``: the
+            quantised layers keep their input for the backward, as bitsandbytes did in 2023.
+        devices, shard: data parallel over ``devices`` with ``ddp``, ``zero1``, ``zero2``,
+            ``zero3`` or ``fsdp``; every byte of the plan is then per device.
+        extrapolate: trace 2, 3 and 4 of the repeated blocks and extrapolate (exact; see
+            :func:`_extrapolated`). activation_formula: add Korthikanti et al.'s per-layer
+            formula next to the traced activations of a transformer block.
+        param_groups: the optimizer's parameter groups (the Trainer's: decayed and not);
+            default one group of every trainable parameter.
+        rnn_path: how LSTMs are traced: "onednn" (the kernel a CPU step runs, with its
+            workspace; the default on the CPU) or "native" (PyTorch's own ops, standing for
+            cuDNN's reserve space; the default on CUDA).
+        compute_flops: False skips the FLOP analysis (memory only: FLOPs and time are 0/None).
     """
-    spec = _check_optimizer(optimizer)
-    _check_precision(precision)
+    spec = optimizer_spec(optimizer)
+    prec = precision_spec(precision)
+    precision = prec.name
     _check_positive(batch_size, "batch_size")
     _check_positive(seq_len, "seq_len", allow_none=True)
+    _check_positive(devices, "--devices")
     if device not in DEVICES:
         raise UnknownNameError(f"unknown device {device!r}; expected one of {', '.join(DEVICES)}")
-    if tflops is not None and not (isinstance(tflops, (int, float)) and tflops > 0):
-        raise ConfigError(f"tflops: expected a number > 0, got {tflops!r}")
-    param_dtype, amp_dtype = PRECISIONS[precision]
+    if shard not in SHARDING:
+        raise UnknownNameError(f"unknown --shard {shard!r}; expected one of {', '.join(SHARDING)}{suggest(shard, SHARDING)}")
+    if tflops is not None and not (isinstance(tflops, (int, float)) and not isinstance(tflops, bool) and tflops > 0
+                                   and tflops != float("inf")):
+        raise ConfigError(f"--tflops: expected a number > 0, got {tflops!r}")
+    if not isinstance(momentum, (int, float)) or isinstance(momentum, bool) or not 0 <= momentum < 1:
+        raise ConfigError(f"--momentum: expected a number in [0, 1), got {momentum!r}")
+    param_dtype, amp_dtype = prec.param_dtype, prec.autocast_dtype
     if master_weights and amp_dtype is not None:
         raise ConfigError(f"master_weights: {precision} keeps fp32 weights already (they are the master copy); "
                           "use it with bf16-true or fp16-true")
     if master_weights and param_dtype == torch.float32:
         raise ConfigError("master_weights: fp32 weights need no fp32 master copy; use it with bf16-true or fp16-true")
+    if shard == "fsdp" and devices > 1 and optimizer_impl == "auto":
+        # FSDP2's parameters are DTensors: torch has no fused kernel for them, and foreach only on CUDA
+        optimizer_impl = "foreach" if device == "cuda" else "for-loop"
+    impl = spec.implementation(device, optimizer_impl)
+    if not spec.trainer and device != "cuda":
+        raise ConfigError(f"--optimizer {optimizer}: {spec.torch_class} runs on CUDA only; plan it with --device cuda")
+    qspec = quant_spec(base_dtype) if base_dtype is not None else None
+    if qspec is not None and amp_dtype is not None:
+        raise ConfigError(f"--base-dtype {base_dtype}: bitsandbytes dequantizes to the compute dtype itself; "
+                          f"use --precision bf16-true (QLoRA's setting), fp16-true or fp32, not {precision}")
     if not isinstance(model, nn.Module):
         raise LayerwiseError(f"plan: expected a torch.nn.Module, got {type(model).__name__}")
     if input_shape is not None:
@@ -400,118 +650,284 @@ def plan(
     name = name or type(model).__name__
 
     on_meta = all(t.device.type == "meta" for t in list(model.parameters()) + list(model.buffers()))
-    m = meta_copy(model) if (strategy is not None or not on_meta) else model  # the caller's model is not changed
-    record = _apply(m, strategy, strategy_options)
-    meta_in = _make_inputs(m, inputs, input_shape, batch_size, seq_len)
+    m = model if on_meta else meta_copy(model)  # the planner never changes the model it is given
+    meta_in = make_batch(m, inputs, input_shape, batch_size, seq_len)
     blocks = _blocks(m) if grad_checkpointing else []
     if grad_checkpointing and not blocks:
         raise ConfigError(f"grad_checkpointing: {name} has no repeated blocks to checkpoint "
                           "(mark them with layerwise.roles.mark_block)")
-    from layerwise.analysis.core import analyze
-
-    a = analyze(m, inputs=meta_in, name=name)  # FLOPs; also names the layer an input does not fit
-    trace = trace_step(m, meta_in, precision, grad_checkpointing, blocks, loss_fn,
-                       workspace=onednn_conv_workspace if device == "cpu" else None,
-                       param_dtype=param_dtype if param_dtype != torch.float32 else None)
 
     params = list({id(p): p for p in m.parameters()}.values())
     trainable = [p for p in params if p.requires_grad]
+    if not trainable:
+        raise ConfigError(f"{name}: nothing trains (every parameter is frozen)")
 
     def dtype_of(t: torch.Tensor) -> torch.dtype:
         return param_dtype if t.is_floating_point() else t.dtype
 
+    quantized = _quantized_weights(m, quantize_head) if qspec is not None else []
+    if qspec is not None and not quantized:
+        raise ConfigError(f"--base-dtype {base_dtype}: no frozen Linear weight to store quantised "
+                          f"(strategy {strategy or 'as built'} trains them all); use it with lora, qlora, head or top-k")
+    qids = {id(p) for _, p in quantized}
+    grad_shards = devices if shard in ("zero2", "zero3", "fsdp") else 1
+    fsdp = shard == "fsdp" and devices > 1
+    if fsdp and not _blocks(m):
+        raise ConfigError(f"--shard fsdp: {name} has no repeated blocks to shard as units (fully_shard per block)")
+
+    def trace_fn() -> StepTrace:
+        return trace_step(m, meta_in, precision, grad_checkpointing, _blocks(m) if grad_checkpointing else [],
+                          loss_fn, workspace=onednn_conv_workspace if device == "cpu" else None,
+                          param_dtype=param_dtype if param_dtype != torch.float32 else None,
+                          rnn_path=rnn_path or ("onednn" if device == "cpu" else "native"), dequantized=qids or None,
+                          grad_shards=grad_shards, fsdp_units=_blocks(m) if fsdp else None,
+                          dequantized_saves_input=quant_saves_input)
+
+    def flops_fn() -> dict:
+        from layerwise.analysis.core import analyze
+
+        if not compute_flops:
+            return {"flops_train": 0, "recompute": 0, "active": 0}
+        a = analyze(m, inputs=meta_in, name=name)  # FLOPs; also names the layer an input does not fit
+        recompute = sum(r.flops_total for r in a.rows if r.is_block and r.reuse_of is None) if grad_checkpointing else 0
+        # parameters a token uses under top-k routing (mixtures of experts), where the analysis gives them
+        active = getattr(a.totals, "active_params", 0) or 0
+        return {"flops_train": a.totals.flops_train, "recompute": recompute, "active": active}
+
+    if extrapolate:
+        trace, fl, run_info = _extrapolated(m, trace_fn, flops_fn)
+    else:
+        fl = flops_fn()
+        trace, run_info = trace_fn(), None
+
+    # ---- persistent state, per device
     by_dtype: dict[str, int] = {}
+    q_layers = []
     for p in params:
+        if id(p) in qids:
+            continue
         k = _dtype_name(dtype_of(p))
         by_dtype[k] = by_dtype.get(k, 0) + p.numel() * _size(dtype_of(p))
-    weight_bytes = sum(by_dtype.values())
+    if qspec is not None:
+        for lname, p in quantized:
+            stored = qspec.stored_bytes(_matrix_shape(tuple(p.shape)), double_quant)
+            q_layers.append({"name": lname, "shape": list(p.shape), "params": p.numel(), "stored_bytes": stored,
+                             "bytes_unquantized": p.numel() * _size(param_dtype)})
+        by_dtype = {base_dtype: sum(q["stored_bytes"] for q in q_layers), **by_dtype}
+    full_weight_bytes = sum(by_dtype.values())
     buffer_bytes = sum(b.numel() * _size(dtype_of(b)) for b in {id(b): b for b in m.buffers()}.values())
-    master = sum(p.numel() * 4 for p in trainable) if master_weights else 0
-    state_dtype = torch.float32 if master_weights else param_dtype
-    opt_state, opt_temp = _optimizer_bytes(spec, trainable, state_dtype, device)
-    grads = trace.gradient_bytes
-    if master_weights:
-        # fp32 gradients for the master copy, made from the 16-bit ones before the step
-        opt_temp += sum(p.numel() * 4 for p in trainable)
-    input_bytes = sum(t.numel() * _size(dtype_of(t)) for t in
-                      {id(t): t for t in torch.utils._pytree.tree_leaves(meta_in) if isinstance(t, torch.Tensor)}.values())
+    state_dtype = spec.state_dtype or (torch.float32 if master_weights else param_dtype)
+    def nbytes(p: torch.Tensor) -> int:
+        return p.numel() * _size(state_dtype if p.is_floating_point() else p.dtype)
 
-    persistent = weight_bytes + buffer_bytes + master + opt_state + input_bytes
+    train_ids = {id(p) for p in trainable}
+    groups = [[q for q in g if id(q) in train_ids] for g in (param_groups or [])]
+    groups = [g for g in groups if g]
+    if sum(len(g) for g in groups) != len(trainable):
+        groups = [trainable]
+    n_states = len(spec.states(momentum))
+    # 0-dim step tensors live on the device on the CPU, and on CUDA only with fused kernels
+    opt_state, opt_temp = optimizer_bytes(spec, [[nbytes(q) for q in g] for g in groups],
+                                          device == "cpu" or impl == "fused", impl, n_states)
+    master = sum(p.numel() * 4 for p in trainable) if master_weights else 0
+    if master_weights:
+        opt_temp += sum(p.numel() * 4 for p in trainable)  # fp32 gradients for the master copy, before the step
+    grads = trace.gradient_bytes
+    input_bytes = sum(t.numel() * _size(dtype_of(t)) for t in _leaves(meta_in))
+
+    weight_bytes = full_weight_bytes
+    comm, comm_how = 0, ""
+    shard_note = None
+    if devices > 1 or shard != "ddp":
+        N = devices
+        grad_full = sum(p.numel() * _size(dtype_of(p)) for p in trainable)
+        if shard != "ddp":  # optimizer state, master weights and their fp32 gradients are partitioned
+            steps = 4 * len(trainable) if (spec.step_tensor and (device == "cpu" or impl == "fused")) else 0
+            opt_state, master = -(-(opt_state - steps) // N) + steps, -(-master // N)  # every device has each step
+            opt_temp = -(-opt_temp // N)
+        if shard == "ddp":
+            comm = grad_full if N > 1 else 0
+            comm_how = "torch DDP's gradient buckets: a copy of every trainable gradient (gradient_as_bucket_view=False)"
+        elif shard in ("zero1", "zero2"):
+            elem = _size(param_dtype)
+            comm = min(DEEPSPEED_BUCKET, sum(p.numel() for p in trainable)) * elem
+            comm_how = (f"DeepSpeed's {'all-reduce' if shard == 'zero1' else 'reduce'} bucket: "
+                        f"min(reduce_bucket_size 5e8, trainable) elements × {elem} bytes")
+        elif shard == "zero3":
+            largest = _largest_layer([(mod, [p for p in mod._parameters.values() if p is not None])
+                                      for mod in m.modules()])
+            comm = largest * (_size(param_dtype) + _size(param_dtype))
+            comm_how = "DeepSpeed's gathered largest layer: its parameters and gradients unsharded (4 × largest layer in 16 bits)"
+            weight_bytes = -(-full_weight_bytes // N)
+        else:  # fsdp: the all-gathers and reduce-scatters are played in the trace (see trace_step)
+            comm = trace.gathered_root_bytes
+            comm_how = ("FSDP2 (fully_shard per block, then the root): the root's parameters, all-gathered from the "
+                        "forward to the end of the backward; each block's parameters are gathered while it runs "
+                        "and its gradients reduce-scattered when its backward ends (in the transients)")
+            weight_bytes = -(-full_weight_bytes // N)
+        if shard in ("zero3", "fsdp"):
+            by_dtype = {k: -(-v // N) for k, v in by_dtype.items()}
+        shard_note = (f"{N} devices, {shard}: per-device bytes; micro-batch {batch_size} per device "
+                      f"(global batch {batch_size * N})")
+
+    persistent = weight_bytes + buffer_bytes + master + opt_state + input_bytes + comm
+    gathered = trace.gathered_root_bytes  # counted in the trace's peaks: shown as communication buffers instead
     phases = {
-        "forward": persistent + trace.forward_peak_bytes,
-        "backward": persistent + trace.backward_peak_bytes,
-        "optimizer step": persistent + grads + opt_temp,
+        "forward": persistent + trace.forward_peak_bytes - gathered,
+        "backward": persistent + trace.backward_peak_bytes - gathered,
+        # FSDP reshards the root after the backward: its gathered parameters are gone by the step
+        "optimizer step": persistent - (comm if fsdp else 0) + grads + opt_temp,
     }
     phase = max(phases, key=phases.get)
 
-    recompute = sum(r.flops_total for r in a.rows if r.is_block and r.reuse_of is None) if grad_checkpointing else 0
-    flops = a.totals.flops_train + recompute
+    flops = fl["flops_train"] + fl["recompute"]
     tokens = None
     first = next((t for t in torch.utils._pytree.tree_leaves(meta_in) if isinstance(t, torch.Tensor)), None)
     if first is not None and first.dim() == 2 and not first.is_floating_point():
         tokens = first.shape[0] * first.shape[1]
-    notes = _notes(precision, master_weights, device)
+    notes = _notes(precision, master_weights, device, impl, spec, momentum)
+    if shard_note:
+        notes.insert(0, shard_note)
+    if qspec is not None:
+        notes.insert(0, f"base stored {base_dtype} (bitsandbytes{', double quantisation' if double_quant and qspec.bits == 4 else ''}):"
+                        f" {len(quantized)} frozen Linear (and expert) weights, {sum(p.numel() for _, p in quantized):,} parameters "
+                        f"in {by_dtype[base_dtype]:,} bytes; the parameter count is the logical count")
+    if run_info and run_info.get("traced") != "all":
+        notes.append(f"{run_info['blocks']} identical blocks in {run_info['container']}: traced with 2, 3 and 4 and "
+                     "extrapolated (exact: the step is affine in the number of blocks)")
     p = Plan(
-        model=name,
-        strategy=strategy,
-        optimizer=optimizer,
-        precision=precision,
-        device=device,
-        batch_size=batch_size,
+        model=name, strategy=strategy, optimizer=optimizer, optimizer_impl=impl, momentum=float(momentum),
+        precision=precision, device=device, batch_size=batch_size,
         seq_len=seq_len if seq_len is not None else (first.shape[1] if tokens else None),
         input_shape=[list(t.shape) for t in torch.utils._pytree.tree_leaves(meta_in) if isinstance(t, torch.Tensor)],
         grad_checkpointing=grad_checkpointing,
-        params=sum(q.numel() for q in params),
-        trainable=sum(q.numel() for q in trainable),
-        weights_by_dtype=by_dtype,
-        weight_bytes=weight_bytes,
-        buffer_bytes=buffer_bytes,
-        master_weight_bytes=master,
-        gradient_bytes=grads,
-        optimizer_state_bytes=opt_state,
-        input_bytes=input_bytes,
-        activation_bytes=trace.activation_bytes,
-        saved_bytes=trace.saved_bytes,
-        weight_copy_bytes=trace.weight_copy_bytes,
-        loss_bytes=trace.loss_bytes,
+        params=sum(q.numel() for q in params), trainable=sum(q.numel() for q in trainable),
+        weights_by_dtype=by_dtype, weight_bytes=weight_bytes, buffer_bytes=buffer_bytes, master_weight_bytes=master,
+        gradient_bytes=grads, optimizer_state_bytes=opt_state, input_bytes=input_bytes,
+        activation_bytes=trace.activation_bytes - gathered, saved_bytes=trace.saved_bytes,
+        weight_copy_bytes=trace.weight_copy_bytes, loss_bytes=trace.loss_bytes,
         backward_transient_bytes=trace.backward_peak_bytes - trace.activation_bytes - trace.loss_bytes,
         optimizer_step_transient_bytes=opt_temp,
-        forward_peak_bytes=phases["forward"],
-        backward_peak_bytes=phases["backward"],
-        step_peak_bytes=phases["optimizer step"],
-        peak_bytes=phases[phase],
-        peak_phase=phase,
-        flops_per_step=flops,
-        recompute_flops=recompute,
-        tokens_per_step=tokens,
-        tflops=tflops,
-        seconds_per_step=flops / (tflops * 1e12) if tflops else None,
-        strategy_record=record.to_dict() if record is not None else None,
-        notes=notes,
+        forward_peak_bytes=phases["forward"], backward_peak_bytes=phases["backward"],
+        step_peak_bytes=phases["optimizer step"], peak_bytes=phases[phase], peak_phase=phase,
+        flops_per_step=flops, recompute_flops=fl["recompute"], tokens_per_step=tokens, tflops=tflops,
+        seconds_per_step=flops / (tflops * 1e12) if (tflops and compute_flops) else None,
+        devices=devices, shard=shard, comm_buffer_bytes=comm, comm_buffer_how=comm_how,
+        base_dtype=base_dtype, quantized_params=sum(p.numel() for _, p in quantized), quantized_layers=q_layers,
+        blocks_traced=run_info, strategy_record=strategy_record, notes=notes,
+        active_params=fl.get("active") if fl.get("active") and fl.get("active") != sum(q.numel() for q in params) else None,
     )
+    if p.active_params is not None:
+        p.notes.insert(0, f"mixture of experts: {p.active_params:,} of {p.params:,} parameters active per token; every "
+                          "expert's weights are resident (and its gradients and optimizer state, where it trains); "
+                          "the activations follow the routed tokens (top-k rows per token)")
+    if activation_formula:
+        p.activation_formula = korthikanti_rows(m, p, run_info, trace_fn)
     if inference_context is not None:
         p.inference = plan_inference(model, precision=precision, batch_size=batch_size, context=inference_context, name=name)
     return p
 
 
-def _notes(precision: str, master_weights: bool, device: str) -> list[str]:
-    param_dtype, amp = PRECISIONS[precision]
+def _blocks(model: nn.Module) -> list[nn.Module]:
+    from layerwise.analysis.kinds import detect_blocks
+
+    ids = detect_blocks(model)
+    return [m for m in model.modules() if id(m) in ids]
+
+
+def _notes(precision: str, master_weights: bool, device: str, impl: str, spec: OptimizerSpec, momentum: float) -> list[str]:
+    prec = PRECISIONS[precision]
     notes = []
-    if amp is not None:
+    if prec.autocast_dtype is not None:
         notes.append(f"{precision}: torch autocast; fp32 weights are the master copy, gradients and optimizer "
-                     f"state fp32; {_dtype_name(amp)} weight copies kept for backward are counted in activations")
-    elif param_dtype != torch.float32:
-        notes.append(f"{precision}: weights, gradients and optimizer state in {_dtype_name(param_dtype)}"
+                     f"state fp32; {_dtype_name(prec.autocast_dtype)} weight copies kept for backward are counted in activations")
+    elif prec.param_dtype != torch.float32:
+        notes.append(f"{precision}: weights, gradients and optimizer state in {_dtype_name(prec.param_dtype)}"
                      + ("; fp32 master weights and fp32 optimizer state" if master_weights else "; no master copy"))
+    notes.append(f"optimizer: {spec.describe(momentum)}, {impl} update" + (" (the Trainer's choice)" if spec.trainer else ""))
     notes.append("activations measured on fake CPU tensors (PyTorch's CPU kernel choices, flash attention); "
                  "kernel workspaces and allocator rounding/fragmentation are not included")
     if device == "cuda":
         notes.append("CUDA context (~0.3–1 GiB) and cuBLAS workspaces are outside torch.cuda.max_memory_allocated "
                      "and outside this plan")
     else:
-        notes.append("cpu: oneDNN convolutions' blocked copies are added as a kernel workspace; RNN layers are "
-                     "traced (and measured) through PyTorch's native implementation")
+        notes.append("cpu: oneDNN convolutions' blocked copies are added as a kernel workspace; LSTMs run oneDNN's "
+                     "kernel with its workspace, as a CPU step does")
     return notes
+
+
+# ----------------------------------------------------------------------------- Korthikanti et al.
+
+
+def _transformer_shape(model: nn.Module) -> dict | None:
+    """(hidden, heads, layers, uses flash/SDPA attention, dropout) of a transformer, from its config."""
+    cfg = getattr(model, "config", None)
+    if cfg is None:
+        return None
+    fam = getattr(cfg, "family", None)
+    if fam == "gpt":
+        return {"h": cfg.n_embd, "a": cfg.n_head, "L": cfg.n_layer, "dropout": cfg.dropout, "mlp": cfg.mlp,
+                "ffn": cfg.ffn_size, "rope": cfg.pos_embedding == "rope"}
+    if fam == "bert":
+        return {"h": cfg.hidden, "a": cfg.n_head, "L": cfg.n_layer, "dropout": cfg.dropout, "mlp": "gelu",
+                "ffn": cfg.intermediate, "rope": False}
+    h = getattr(cfg, "hidden_size", None)
+    a = getattr(cfg, "num_attention_heads", None)
+    L = getattr(cfg, "num_hidden_layers", None)
+    if h and a and L:
+        return {"h": h, "a": a, "L": L, "dropout": getattr(cfg, "attention_dropout", 0.0) or 0.0}
+    return None
+
+
+def korthikanti_rows(model: nn.Module, p: Plan, run_info: dict | None, trace_fn) -> list[dict]:
+    """Per-layer activations: the trace next to Korthikanti et al. (2022), sbh(34 + 5as/h) bytes.
+
+    "Reducing Activation Recomputation in Large Transformer Models" (arXiv:2205.05198),
+    eq. (1): a GPT layer with 16-bit activations, 1-byte dropout masks and no parallelism
+    stores s·b·h·(34 + 5·a·s/h) bytes: 34sbh for the layer's inputs, projections, GeLU,
+    norms and dropout masks, 5as²b for the attention scores (2as²b), their softmax
+    (2as²b) and its dropout mask (as²b). Flash / SDPA attention keeps no s×s matrix (it
+    saves its output and the log-sum-exp and recomputes the scores in the backward), so
+    the 5as/h term does not apply.
+    """
+    shape = _transformer_shape(model)
+    if shape is None or p.seq_len is None:
+        return []
+    per_block = None
+    if run_info and isinstance(run_info.get("per_block"), dict):
+        per_block = run_info["per_block"]["saved_bytes"]
+    else:
+        run = _repeated_run(model)
+        if run is not None and len(run.run) >= 2:
+            with _keep_blocks(run, 1):
+                t1 = trace_fn()
+            with _keep_blocks(run, 2):
+                t2 = trace_fn()
+            per_block = t2.saved_bytes - t1.saved_bytes
+    if per_block is None:
+        return []
+    s, b, h, a = p.seq_len, p.batch_size, shape["h"], shape["a"]
+    base, scores = 34 * s * b * h, 5 * a * s * s * b
+    why = ["SDPA/flash attention keeps its output and log-sum-exp, not the s×s scores, softmax and dropout mask: "
+           "the 5as/h term does not apply"]
+    if not shape.get("dropout"):
+        why.append("dropout 0: none of the formula's two sbh dropout masks")
+    ffn, mlp = shape.get("ffn"), shape.get("mlp")
+    if mlp == "swiglu" and ffn:
+        why.append(f"a SwiGLU MLP {ffn / h:.2f}h wide (gate, up and their product kept) where the formula has a 4h GeLU MLP")
+    elif ffn and ffn != 4 * h:
+        why.append(f"an MLP {ffn / h:.2f}h wide where the formula has 4h")
+    if shape.get("rope"):
+        why.append("rotary embeddings keep the rotated q and k")
+    if PRECISIONS[p.precision].compute_dtype == torch.float32:
+        why.append("fp32 activations where the formula counts 16-bit ones")
+    return [{
+        "model": p.model, "seq_len": s, "batch": b, "hidden": h, "heads": a, "precision": p.precision,
+        "traced_per_layer_bytes": per_block,
+        "formula_34sbh": base, "formula_5as2b": scores, "formula_bytes": base + scores,
+        "formula_without_scores_bytes": base,
+        "why": "; ".join(why),
+    }]
 
 
 # ----------------------------------------------------------------------------- inference
@@ -549,341 +965,20 @@ def plan_inference(model: nn.Module, precision: str = "bf16-true", batch_size: i
     which keep fp32 weights under autocast); the cache holds 16-bit values for any
     16-bit precision, fp32 for ``fp32``.
     """
-    _check_precision(precision)
+    prec = precision_spec(precision)
     _check_positive(batch_size, "batch_size")
-    _check_positive(context, "context")
+    if not isinstance(context, int) or isinstance(context, bool) or context < 1:
+        raise ConfigError(f"--context: expected an integer >= 1, got {context!r}")
     _check_seq_len(model, context, what="context")
-    param_dtype, amp = PRECISIONS[precision]
     weights = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
-    weight_bytes = weights * torch.empty((), dtype=param_dtype).element_size()
-    bpv = torch.empty((), dtype=amp or param_dtype).element_size()
+    weight_bytes = weights * _size(prec.param_dtype)
+    bpv = _size(prec.compute_dtype)
     shape = _decoder_shape(model)
     if shape is None:
-        return InferencePlan(name or type(model).__name__, precision, batch_size, context, weight_bytes, None,
+        return InferencePlan(name or type(model).__name__, prec.name, batch_size, context, weight_bytes, None,
                              None, None, None, bpv, "no KV cache: not a decoder", weight_bytes)
     L, kv, hd = shape
     kv_bytes = 2 * L * kv * hd * context * batch_size * bpv
     formula = f"2 · {L} layers · {kv} kv heads · {hd} head dim · {context:,} positions · batch {batch_size} · {bpv} bytes"
-    return InferencePlan(name or type(model).__name__, precision, batch_size, context, weight_bytes, kv_bytes,
+    return InferencePlan(name or type(model).__name__, prec.name, batch_size, context, weight_bytes, kv_bytes,
                          L, kv, hd, bpv, formula, weight_bytes + kv_bytes)
-
-
-def compare_strategies(model: nn.Module, strategies=COMPARE_STRATEGIES, skipped: dict[str, str] | None = None,
-                       **kwargs) -> list[Plan]:
-    """:func:`plan` for each strategy, side by side (the model is not changed).
-
-    A strategy that does not apply to the model (LoRA without attention projections,
-    top-k without repeated blocks) raises, unless ``skipped`` is a dict: then it is
-    left out and its reason recorded there.
-    """
-    plans = []
-    for s in strategies:
-        try:
-            plans.append(plan(model, strategy=s, **kwargs))
-        except ConfigError as e:
-            if skipped is None:
-                raise
-            skipped[s] = str(e)
-    if not plans:
-        raise ConfigError(f"no strategy applies to {kwargs.get('name') or type(model).__name__}: "
-                          + "; ".join(f"{k}: {v}" for k, v in (skipped or {}).items()))
-    return plans
-
-
-# ----------------------------------------------------------------------------- measure
-
-
-@dataclass
-class Measurement:
-    """A real training step next to its plan. Bytes; ``None`` where not measured."""
-
-    plan: Plan
-    device: str
-    method: str
-    weight_bytes: int
-    buffer_bytes: int
-    gradient_bytes: int
-    optimizer_state_bytes: int
-    input_bytes: int
-    saved_bytes: int  # real saved_tensors_hooks, unique storages
-    activation_bytes: int  # allocated after the model's forward − before
-    loss_bytes: int
-    forward_peak_bytes: int
-    backward_peak_bytes: int
-    step_peak_bytes: int
-    peak_bytes: int
-    seconds: float
-
-    def rows(self) -> list[tuple[str, int, int, float | None]]:
-        """(component, estimate, measured, error in % of measured)."""
-        p = self.plan
-        pairs = [
-            ("weights", p.weight_bytes, self.weight_bytes),
-            ("buffers", p.buffer_bytes, self.buffer_bytes),
-            ("gradients", p.gradient_bytes, self.gradient_bytes),
-            ("optimizer state", p.optimizer_state_bytes, self.optimizer_state_bytes),
-            ("inputs", p.input_bytes, self.input_bytes),
-            ("saved for backward", p.saved_bytes, self.saved_bytes),
-            ("activations (after forward)", p.activation_bytes, self.activation_bytes),
-            ("loss", p.loss_bytes, self.loss_bytes),
-            ("forward peak", p.forward_peak_bytes, self.forward_peak_bytes),
-            ("backward peak", p.backward_peak_bytes, self.backward_peak_bytes),
-            ("optimizer step peak", p.step_peak_bytes, self.step_peak_bytes),
-            ("peak", p.peak_bytes, self.peak_bytes),
-        ]
-        return [(n, e, m, error_pct(e, m)) for n, e, m in pairs]
-
-    @property
-    def peak_error_pct(self) -> float | None:
-        return error_pct(self.plan.peak_bytes, self.peak_bytes)
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["rows"] = [dict(zip(("component", "estimate", "measured", "error_pct"), r)) for r in self.rows()]
-        return d
-
-
-def error_pct(estimate: int, measured: int) -> float | None:
-    return None if not measured else 100.0 * (estimate - measured) / measured
-
-
-def materialize(model: nn.Module, device: str | torch.device) -> nn.Module:
-    """Allocate a meta model's tensors on ``device`` (in place) with small random values; ties kept."""
-    owners: dict[int, list[tuple[nn.Module, str]]] = {}
-    for mod in model.modules():
-        for n, p in mod._parameters.items():
-            if p is not None:
-                owners.setdefault(id(p), []).append((mod, n))
-    model.to_empty(device=device)
-    for group in owners.values():
-        first = group[0][0]._parameters[group[0][1]]
-        for mod, n in group[1:]:
-            mod._parameters[n] = first
-    gen = torch.Generator(device="cpu").manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.is_floating_point():
-                p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * 0.02)
-        for n, b in model.named_buffers():
-            if n.endswith("running_var"):
-                b.fill_(1)
-            else:
-                b.zero_()
-    return model
-
-
-def _available_bytes(dev: torch.device) -> int | None:
-    """Memory free for a measurement on ``dev`` (None if unknown)."""
-    if dev.type == "cuda":
-        return torch.cuda.mem_get_info(dev)[0]
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
-def _optimizer(spec: OptimizerSpec, params):
-    cls = getattr(torch.optim, spec.torch_name)
-    return cls(params, **spec.kwargs)
-
-
-def _opt_state_tensors(opt) -> list[torch.Tensor]:
-    return [v for s in opt.state.values() for v in s.values() if isinstance(v, torch.Tensor)]
-
-
-def measure(
-    model: nn.Module,
-    strategy: str | None = None,
-    optimizer: str = "adamw",
-    precision: str = "fp32",
-    batch_size: int = 1,
-    seq_len: int | None = None,
-    input_shape=None,
-    inputs=None,
-    grad_checkpointing: bool = False,
-    device: str = "cpu",
-    loss_fn: Callable[[Any], torch.Tensor] | None = None,
-    name: str | None = None,
-    strategy_options: dict | None = None,
-) -> Measurement:
-    """Run one real training step with the same settings as :func:`plan` and measure it.
-
-    A meta copy of the model gets the strategy, is allocated on ``device`` with random
-    values (memory does not depend on them; the caller's model is not touched), one
-    warm-up step allocates the optimizer state, then a second step is measured:
-
-    - CPU: ``torch.profiler`` with ``profile_memory=True`` records every allocation
-      and free of the CPU allocator; their running sum over the step, on top of the
-      bytes already live (weights, buffers, optimizer state, batch: counted from their
-      storages), gives the live bytes at each moment and the peak of each phase.
-    - CUDA: ``torch.cuda.memory_allocated`` / ``max_memory_allocated`` around each phase.
-
-    Saved-for-backward bytes are counted with the same ``saved_tensors_hooks`` as the
-    estimate, on the real tensors. The estimate is planned for the same device type.
-    """
-    import time
-
-    from torch.profiler import ProfilerActivity, profile, record_function
-
-    dev = torch.device(device)
-    if dev.type not in DEVICES:
-        raise UnknownNameError(f"unknown device {device!r}; expected one of {', '.join(DEVICES)}")
-    est = plan(model, strategy=strategy, optimizer=optimizer, precision=precision, batch_size=batch_size,
-               seq_len=seq_len, input_shape=input_shape, inputs=inputs, grad_checkpointing=grad_checkpointing,
-               device=dev.type, loss_fn=loss_fn, name=name, strategy_options=strategy_options)
-    spec = OPTIMIZERS[optimizer]
-    param_dtype, amp = PRECISIONS[precision]
-    loss_fn = loss_fn or default_loss
-    free = _available_bytes(dev)
-    if free is not None and est.peak_bytes > 0.9 * free:
-        raise LayerwiseError(f"measure: the plan's peak, {est.peak_bytes / GiB:.2f} GiB, does not fit in the "
-                             f"{free / GiB:.2f} GiB available on {dev}; measure a smaller batch or model")
-
-    real = meta_copy(model)
-    _apply(real, strategy, strategy_options)
-    materialize(real, dev)
-    if param_dtype != torch.float32:
-        real = real.to(dtype=param_dtype)
-    real.train()
-    if inputs is not None:
-        batch = torch.utils._pytree.tree_map(lambda x: x.to(dev) if isinstance(x, torch.Tensor) else x, inputs)
-    else:
-        batch = _make_inputs(real, None, input_shape, batch_size, seq_len)
-    batch = _to_param_dtype(batch, param_dtype) if param_dtype != torch.float32 else batch
-    blocks = _blocks(real) if grad_checkpointing else []
-    trainable = [p for p in {id(p): p for p in real.parameters()}.values() if p.requires_grad]
-    opt = _optimizer(spec, trainable)
-    scaler = torch.amp.GradScaler(dev.type) if amp == torch.float16 else None
-    params_buffers = list(real.parameters()) + list(real.buffers())
-    exclude = {storage_key(t) for t in params_buffers}
-    exclude |= {storage_key(t) for t in torch.utils._pytree.tree_leaves(batch) if isinstance(t, torch.Tensor)}
-    marks: dict[str, float] = {}
-    result: dict[str, int] = {}
-    saved = SavedTensors(exclude)
-    cuda = dev.type == "cuda"
-
-    def mark(label: str) -> None:
-        if cuda:
-            torch.cuda.synchronize(dev)
-            marks[label] = torch.cuda.memory_allocated(dev)
-            marks[label + ":peak"] = torch.cuda.max_memory_allocated(dev)
-            torch.cuda.reset_peak_memory_stats(dev)
-
-    def step(record: bool) -> None:
-        ctx = saved.hooks() if record else torch.autograd.graph.saved_tensors_hooks(lambda t: t, lambda t: t)
-        with record_function("layerwise::forward"), ctx:
-            with checkpointed(blocks) if blocks else contextlib.nullcontext(), native_rnns(real), \
-                    autocast(precision, dev.type):
-                out = _call(real, batch)
-                mark("model")
-                with record_function("layerwise::loss"):
-                    loss = loss_fn(out)
-        mark("forward")
-        with record_function("layerwise::backward"):
-            (scaler.scale(loss) if scaler else loss).backward()
-        del out, loss
-        mark("backward")
-        if record:
-            result["gradients"] = storage_bytes(p.grad for p in trainable if p.grad is not None)
-        with record_function("layerwise::step"):
-            if scaler:
-                scaler.step(opt)
-                scaler.update()
-            else:
-                opt.step()
-        mark("step")
-        opt.zero_grad(set_to_none=True)
-
-    step(record=False)  # allocates the optimizer state
-    gc.collect()
-    weight_bytes = storage_bytes(real.parameters())
-    buffer_bytes = storage_bytes(real.buffers())
-    opt_bytes = storage_bytes(_opt_state_tensors(opt))
-    input_bytes = storage_bytes(t for t in torch.utils._pytree.tree_leaves(batch) if isinstance(t, torch.Tensor))
-    base = storage_bytes(params_buffers + _opt_state_tensors(opt)
-                         + [t for t in torch.utils._pytree.tree_leaves(batch) if isinstance(t, torch.Tensor)])
-    t0 = time.perf_counter()
-    if cuda:
-        torch.cuda.synchronize(dev)
-        torch.cuda.reset_peak_memory_stats(dev)
-        start = torch.cuda.memory_allocated(dev)
-        step(record=True)
-        seconds = time.perf_counter() - t0
-        act = marks["model"] - start
-        loss_b = marks["forward"] - marks["model"]
-        fwd_peak = max(marks["model:peak"], marks["forward:peak"]) - start + base
-        bwd_peak = marks["backward:peak"] - start + base
-        step_peak = marks["step:peak"] - start + base
-        method = "torch.cuda.memory_allocated / max_memory_allocated per phase"
-    else:
-        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-            step(record=True)
-        seconds = time.perf_counter() - t0
-        live = _profiler_phases(prof)
-        act = live["forward_model_end"]
-        loss_b = live["forward_end"] - live["forward_model_end"]
-        fwd_peak = base + live["forward_peak"]
-        bwd_peak = base + live["backward_peak"]
-        step_peak = base + live["step_peak"]
-        method = "torch.profiler memory events (CPU allocator), on top of the live weights, state and batch"
-    return Measurement(
-        plan=est,
-        device=str(dev),
-        method=method,
-        weight_bytes=weight_bytes,
-        buffer_bytes=buffer_bytes,
-        gradient_bytes=result["gradients"],
-        optimizer_state_bytes=opt_bytes,
-        input_bytes=input_bytes,
-        saved_bytes=saved.bytes,
-        activation_bytes=act,
-        loss_bytes=loss_b,
-        forward_peak_bytes=fwd_peak,
-        backward_peak_bytes=bwd_peak,
-        step_peak_bytes=step_peak,
-        peak_bytes=max(fwd_peak, bwd_peak, step_peak),
-        seconds=seconds,
-    )
-
-
-def _call(model, inputs):
-    if isinstance(inputs, dict):
-        return model(**inputs)
-    if isinstance(inputs, (tuple, list)):
-        return model(*inputs)
-    return model(inputs)
-
-
-def _profiler_phases(prof) -> dict[str, int]:
-    """Running sum of the CPU allocator's events: live bytes at the phase marks and each phase's peak."""
-    events = list(prof.profiler.kineto_results.events())
-    spans = {}
-    for e in events:
-        if e.name().startswith("layerwise::"):
-            spans[e.name()[11:]] = (e.start_ns(), e.start_ns() + e.duration_ns())
-    mem = sorted((e for e in events if e.name() == "[memory]" and str(e.device_type()).endswith("CPU")),
-                 key=lambda e: e.start_ns())
-    out = {"forward_peak": 0, "backward_peak": 0, "step_peak": 0}
-    cur = 0
-    f_end = spans["forward"][1]
-    model_end = spans["loss"][0]
-    b_end = spans["backward"][1]
-    model_done = forward_done = False
-    for e in mem:
-        t = e.start_ns()
-        if not model_done and t >= model_end:
-            out["forward_model_end"] = cur
-            model_done = True
-        if not forward_done and t > f_end:
-            out["forward_end"] = cur
-            forward_done = True
-        cur += e.nbytes()
-        phase = "forward_peak" if t <= f_end else ("backward_peak" if t <= b_end else "step_peak")
-        out[phase] = max(out[phase], cur)
-    out.setdefault("forward_model_end", cur)
-    out.setdefault("forward_end", cur)
-    return out

@@ -43,9 +43,9 @@ def _parse_top(item: str, args: list[str]) -> Step:
     return Step("top", (k,))
 
 
-def _parse_lora(item: str, args: list[str]) -> Step:
+def _parse_lora(item: str, args: list[str], name: str = "lora") -> Step:
     if not 1 <= len(args) <= 2:
-        raise ConfigError(f"strategy {item!r}: expected lora:R or lora:R:ALPHA")
+        raise ConfigError(f"strategy {item!r}: expected {name}:R or {name}:R:ALPHA")
     r = _int(args[0], item, "rank")
     if r <= 0:
         raise ConfigError(f"strategy {item!r}: LoRA rank must be > 0, got {r}")
@@ -56,8 +56,12 @@ def _parse_lora(item: str, args: list[str]) -> Step:
             raise ConfigError(f"strategy {item!r}: ALPHA must be a number, got {args[1]!r}") from None
         if not alpha > 0 or alpha == float("inf"):
             raise ConfigError(f"strategy {item!r}: ALPHA must be a finite number > 0, got {args[1]!r}")
-        return Step("lora", (r, alpha))
-    return Step("lora", (r,))
+        return Step(name, (r, alpha))
+    return Step(name, (r,))
+
+
+def _parse_qlora(item: str, args: list[str]) -> Step:
+    return _parse_lora(item, args, "qlora")
 
 
 def _parse_adapter(item: str, args: list[str]) -> Step:
@@ -101,6 +105,8 @@ SPECS: dict[str, StrategySpec] = {k.name: k for k in (
     StrategySpec("bitfit", "bitfit", "biases only, plus the head (Ben Zaken et al. 2021)", 5e-3, _no_args("bitfit")),
     StrategySpec("lora", "lora:R[:ALPHA]", "LoRA of rank R on the targets (default: query and value)", 1e-3, _parse_lora,
                  adds_modules=True),
+    StrategySpec("qlora", "qlora:R[:ALPHA]", "QLoRA: LoRA of rank R on every Linear of the blocks over an nf4 base "
+                 "(the base's storage is planned; see layerwise plan)", 1e-3, _parse_qlora, adds_modules=True),
     StrategySpec("adapter", "adapter:SIZE", "Houlsby bottleneck adapters after attention and MLP of every block", 1e-3,
                  _parse_adapter, adds_modules=True),
     StrategySpec("freeze", "freeze:X", "freeze layers of kind X or a name glob", 1e-3, _parse_pattern("freeze")),

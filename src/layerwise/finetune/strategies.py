@@ -8,6 +8,11 @@ A strategy is a spec string; items joined by ``+`` compose left to right::
     top-K / top:K        the last K blocks and the head
     bitfit               biases only, plus the head (Ben Zaken et al. 2021)
     lora:R[:ALPHA]       LoRA of rank R on the targets (default: query and value projections)
+    qlora:R[:ALPHA]      QLoRA (Dettmers et al. 2023): LoRA of rank R on every Linear of the blocks
+                         over an nf4 base. Applied here, it adds the LoRA factors and records the
+                         base as nf4 (``record.base_dtype``), a fact the planner plans (packed
+                         weights, bf16 compute, paged AdamW). It does not quantise the weights:
+                         that needs bitsandbytes' CUDA (or CPU) kernels in the training step.
     adapter:SIZE         Houlsby bottleneck adapters after attention and MLP of every block
     freeze:X / train:X   freeze / unfreeze layers of kind X (embedding, norm, …) or a name glob
     norms                shorthand for train:norm
@@ -44,6 +49,8 @@ from layerwise.roles import KINDS
 
 # The LoRA paper adapts W_q and W_v; where q, k, v are one fused Linear, that one.
 DEFAULT_LORA_TARGETS = ("q_proj", "v_proj", "query", "value", "c_attn", "qkv")
+QLORA_BASE = "nf4"  # QLoRA's storage of the frozen base (4-bit NormalFloat, double quantisation)
+QLORA_TARGETS = ("all-linear",)  # QLoRA puts adapters on every linear layer of the blocks (Dettmers et al. 2023, §4)
 
 
 @dataclass
@@ -58,6 +65,7 @@ class StrategyRecord:
     adapter_targets: list[str] = field(default_factory=list)
     trained_blocks: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    base_dtype: str | None = None  # storage the strategy plans for the frozen base (qlora: nf4); None: as built
 
     @property
     def trainable_share(self) -> float:
@@ -267,6 +275,15 @@ def _apply_lora(c: _Applying, step: Step) -> None:
     c.record.steps.append(f"LoRA r={r}, α={alpha:g} (scaling {alpha / r:g}) on {len(names)} layers")
 
 
+def _apply_qlora(c: _Applying, step: Step) -> None:
+    targets = c.lora_targets or QLORA_TARGETS
+    _apply_lora(dataclasses.replace(c, lora_targets=targets), step)
+    c.record.base_dtype = QLORA_BASE
+    c.record.notes.append(f"qlora: the frozen base is planned as {QLORA_BASE} (bitsandbytes, double quantisation, "
+                          "bf16 compute, paged AdamW); the weights here keep their dtype: quantising them is "
+                          "bitsandbytes' work in the training step")
+
+
 def _apply_adapter(c: _Applying, step: Step) -> None:
     size = step.args[0]
     names = adapter_target_modules(c.model, c.kinds)
@@ -305,7 +322,7 @@ class StrategyKind:
 
 
 _APPLY = {"full": _apply_full, "head": _apply_head, "top": _apply_top, "bitfit": _apply_bitfit, "lora": _apply_lora,
-          "adapter": _apply_adapter, "freeze": _apply_freeze_or_train, "train": _apply_freeze_or_train,
+          "qlora": _apply_qlora, "adapter": _apply_adapter, "freeze": _apply_freeze_or_train, "train": _apply_freeze_or_train,
           "norms": _apply_freeze_or_train}
 REGISTRY: dict[str, StrategyKind] = {name: StrategyKind(spec, _APPLY[name]) for name, spec in SPECS.items()}
 
@@ -327,7 +344,7 @@ def apply_strategy(model: nn.Module, spec: str, lora_targets=None, lora_alpha: f
         record.steps.append("froze every parameter")
     for i, step in enumerate(steps):
         kind = REGISTRY[step.name]
-        if step.name in ("lora", "adapter") and any(s.name == step.name for s in steps[:i]):
+        if step.name in ("lora", "qlora", "adapter") and any(s.name == step.name for s in steps[:i]):
             raise ConfigError(f"strategy {spec!r}: {step.name} appears twice; one {step.name} item per strategy")
         kind.apply(c, step)
         if kind.adds_modules:

@@ -49,6 +49,8 @@ class Classification:
     cache: dict | None = None
     examples_per_second: float = 0.0
     seq_len: int | None = None
+    task: Any = None  # the ClassificationTask the Trainer ran
+    train_set: Any = None  # what it trained on (cached prefix states when cached)
 
 
 class _SuffixClassifier(nn.Module):
@@ -215,7 +217,7 @@ def classify(
         examples = result.steps * config.batch_size * config.grad_accum
         speed = examples / result.train_seconds if result.train_seconds > 0 else 0.0
         out = Classification(result, net, trained_model, ds, _rows(sets[0]), val_m, test_m, record, cache_info, speed,
-                             seq_len)
+                             seq_len, task, sets[0])
         if run_dir is not None and os.environ.get("RANK", "0") == "0":
             doc = {"val": val_m, "test": test_m, "best": result.best, "steps": result.steps,
                    "train_seconds": result.train_seconds, "examples_per_second": speed}

@@ -148,7 +148,7 @@ def step_finetune(out_dir: Path, budget: DemoBudget, emit, progress) -> list[Sec
 
 
 def step_plan(out_dir: Path, emit) -> list[Section]:
-    from layerwise.analysis.plan import plan
+    from layerwise.jobs.plan import plan
     from layerwise.report.plan import comparison_table, plot_plans, render
 
     emit("[4/4] A plan: full fine-tuning against LoRA of Llama-2-7B (batch 1 × 2048 tokens, on a GPU)")
@@ -157,11 +157,11 @@ def step_plan(out_dir: Path, emit) -> list[Section]:
               ("full, bf16-true, checkpointing", dict(strategy="full", precision="bf16-true", grad_checkpointing=True)),
               ("lora:8 on q,v, bf16-true", dict(strategy="lora:8", precision="bf16-true",
                                                strategy_options={"lora_targets": ["q_proj", "v_proj"]}))]
-    plans = [plan(model, optimizer="adamw", batch_size=1, seq_len=2048, **kw) for _, kw in setups]
+    plans = [plan(model, optimizer="adamw", batch_size=1, seq_len=2048, name="llama-2-7b", **kw) for _, kw in setups]
     labels = [label for label, _ in setups]
-    text = render([comparison_table(plans)])
+    text = render([comparison_table(plans, labels=labels)])
     emit(text)
-    png = plot_plans(plans, out_dir / "plan-llama-2-7b.png")
+    png = plot_plans(plans, out_dir / "plan-llama-2-7b.png", labels=labels)
     md = ("Peak memory of one training step, planned on the meta device (nothing is allocated). Full fine-tuning "
           "keeps weights, gradients and two AdamW moments for 6.7 B parameters; LoRA keeps the frozen weights once "
           "and trains 4,194,304 parameters.\n\n" + "\n".join(

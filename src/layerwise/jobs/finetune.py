@@ -58,14 +58,15 @@ def _kinds_trainable(model: nn.Module) -> dict[str, int]:
     return {k.kind: k.trainable for k in a.by_kind if k.trainable}
 
 
-def _planned_peak(model: nn.Module, batch_size: int, seq_len: int, optimizer: str, precision: str) -> int | None:
-    try:
-        from layerwise.analysis.plan import meta_copy, plan
-    except ImportError:
-        return None
-    prec = {"fp32": "fp32", "bf16": "bf16-mixed"}.get(precision, "fp32")
-    opt = optimizer if optimizer in ("adamw", "adam", "sgd") else "adamw"
-    return plan(meta_copy(model), optimizer=opt, precision=prec, batch_size=batch_size, seq_len=seq_len).peak_bytes
+def _planned_peak(model: nn.Module, task, train_data, config) -> int:
+    """The planned peak of the step the Trainer runs: ``model`` as it trains (the cached suffix
+    when the frozen prefix is cached), its first training batch, the Trainer's optimizer and
+    precision (:func:`layerwise.jobs.plan.plan_training`)."""
+    from layerwise.jobs.plan import plan_training
+
+    task.bind(model)
+    batch = task.make_source(train_data, config.batch_size, seed=config.seed, shuffle=True).batch(0)
+    return plan_training(model, config, batch, task=task).peak_bytes
 
 
 def finetune(
@@ -107,8 +108,7 @@ def finetune(
         model=model, data=data, strategy=strategy, record=record.to_dict(), params_base=record.total_base,
         trainable=record.trainable, trainable_by_kind=_kinds_trainable(c.model), train_examples=c.train_examples,
         steps=c.result.steps, train_seconds=c.result.train_seconds, examples_per_second=c.examples_per_second,
-        cache=c.cache, planned_peak_bytes=_planned_peak(c.model, config.batch_size, c.seq_len or max_len,
-                                                        config.optimizer, config.precision),
+        cache=c.cache, planned_peak_bytes=_planned_peak(c.trained_model, c.task, c.train_set, config),
         val=c.val, test=c.test, run_dir=str(c.result.run_dir) if c.result.run_dir else None, losses=c.result.losses,
     )
     if c.result.run_dir is not None:

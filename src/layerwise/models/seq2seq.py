@@ -35,7 +35,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from layerwise.errors import InputShapeError
 from layerwise.models.base import ModelConfig
-from layerwise.models.ops import Dropout
+from layerwise.models.ops import Dropout, has_values
 from layerwise.models.registry import register_family, register_preset
 from layerwise.roles import mark_block, set_kind
 
@@ -187,7 +187,7 @@ class Encoder(nn.Module):
 
     def forward(self, src: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, State]:
         x = self.dropout(self.embed(src))  # (B, S, E)
-        if src.device.type == "meta":  # no values to pack by; shapes are the same
+        if not has_values(src):  # meta or fake tensors: no values to pack by; shapes are the same
             memory, state = self.rnn(x)  # (B, S, H)
         else:
             packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
@@ -283,7 +283,7 @@ class Seq2Seq(nn.Module):
             raise InputShapeError(f"seq2seq: src has shape {tuple(src.shape)}, expected (batch, src_len) token ids")
         mask = self.source_mask(src, src_lengths, src_mask)  # (B, S)
         lengths = mask.sum(dim=1)  # (B,)
-        if src.device.type != "meta" and bool((lengths < 1).any()):
+        if has_values(lengths) and bool((lengths < 1).any()):
             raise InputShapeError("seq2seq: a source sequence has no real tokens; expected at least one per row")
         memory, state = self.encoder(src, lengths)  # (B, S, H)
         return Encoded(memory, mask, state)

@@ -24,10 +24,13 @@ from typing import Any
 from layerwise.devices import DEVICES, check_device_name
 from layerwise.errors import ConfigError
 from layerwise.models.base import check, read_config_file
+from layerwise.vocab import PRECISIONS as _PRECISION_SPECS
+from layerwise.vocab import TRAINER_OPTIMIZERS, TRAINER_PRECISIONS
 
-OPTIMIZERS = ("sgd", "adagrad", "rmsprop", "adam", "adamw")
+OPTIMIZERS = TRAINER_OPTIMIZERS  # the one table: layerwise.vocab.OPTIMIZERS (those torch.optim builds)
 SCHEDULES = ("constant", "linear", "cosine")
-PRECISIONS = ("fp32", "bf16")
+# the precisions the Trainer runs, by their one name, and their aliases ("bf16" is bf16-mixed)
+PRECISIONS = TRAINER_PRECISIONS + tuple(a for n in TRAINER_PRECISIONS for a in _PRECISION_SPECS[n].aliases)
 PARALLEL = ("ddp", "fsdp")
 MODES = ("min", "max")
 
@@ -111,7 +114,7 @@ class TrainConfig:
     classification, 50 batches for a language model); ``early_stopping``.
     Imbalanced labels: ``class_weights`` (weighted cross-entropy, weights n/(k*count))
     and/or ``oversample`` (each epoch resamples the training set to equal class counts).
-    Numerics: ``precision`` fp32 or bf16 (autocast; weights and optimizer stay fp32),
+    Numerics: ``precision`` fp32 or bf16-mixed (alias bf16: autocast; weights and optimizer stay fp32),
     ``compile`` (torch.compile), ``seed``, ``device`` ("auto": cuda if available),
     ``num_threads`` (torch.set_num_threads; None leaves torch's default).
     Divergence: the run stops with a one-line error when the loss becomes non-finite or
@@ -195,7 +198,8 @@ class TrainConfig:
         self.early_stopping = EarlyStopping.parse(self.early_stopping)
         c(isinstance(self.class_weights, bool), "class_weights", "true or false")
         c(isinstance(self.oversample, bool), "oversample", "true or false")
-        c(self.precision in PRECISIONS, "precision", f"one of {', '.join(PRECISIONS)}")
+        c(self.precision in PRECISIONS, "precision",
+          f"one of {', '.join(TRAINER_PRECISIONS)} (bf16 is bf16-mixed)")
         c(isinstance(self.compile, bool), "compile", "true or false")
         c(_is_int(self.seed) and self.seed >= 0, "seed", "an integer >= 0")
         c(isinstance(self.device, str) and _device_ok(self.device), "device", DEVICES)

@@ -22,9 +22,9 @@ from torch import nn
 
 from layerwise.errors import ConfigError
 from layerwise.roles import declared_kind
+from layerwise.vocab import DEFAULT_MOMENTUM, OPTIMIZERS, TRAINER_OPTIMIZERS, optimizer_spec
 
-OPTIMIZER_NAMES = ("sgd", "adagrad", "rmsprop", "adam", "adamw")
-_FUSED = {"sgd", "adagrad", "adam", "adamw"}  # torch has fused kernels for these (CPU and CUDA)
+OPTIMIZER_NAMES = TRAINER_OPTIMIZERS  # the one table: layerwise.vocab.OPTIMIZERS
 
 
 def _is_embedding(module: nn.Module) -> bool:
@@ -66,20 +66,46 @@ def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
     return out
 
 
-def _supports_fused(params: list[torch.Tensor]) -> bool:
+def _device_type(params: list[torch.Tensor]) -> str | None:
+    """The one device type of ``params`` where torch's multi-tensor kernels apply, else None.
+
+    DTensor parameters (FSDP2) and non-floating parameters get the for-loop update."""
     if not params:
-        return False
+        return None
     types = {p.device.type for p in params}
-    if len(types) != 1 or types.pop() not in ("cpu", "cuda"):
-        return False
-    try:  # DTensor parameters (FSDP2) have no fused kernels
+    if len(types) != 1 or next(iter(types)) not in ("cpu", "cuda"):
+        return None
+    try:  # DTensor parameters (FSDP2) have no fused or foreach kernels
         from torch.distributed.tensor import DTensor
 
         if any(isinstance(p.data, DTensor) for p in params):
-            return False
+            return None
     except ImportError:
         pass
-    return all(p.is_floating_point() for p in params)
+    if not all(p.is_floating_point() for p in params):
+        return None
+    return next(iter(types))
+
+
+def optimizer_implementation(name: str, params: Iterable[torch.Tensor], fused: bool | None = None,
+                             device: str | None = None) -> str:
+    """The update's implementation :func:`make_optimizer` builds for ``params``: "fused"
+    where torch has a fused kernel for their device, else "foreach"; "for-loop" for
+    DTensor (FSDP2), mixed-device or non-floating parameters (see layerwise.vocab).
+    ``device``: the device type the parameters will be on (for parameters still on meta)."""
+    spec = optimizer_spec(name)
+    params = list(params)
+    if device is not None and params and all(p.device.type == "meta" for p in params):
+        params = [torch.empty(0, device=device, dtype=p.dtype) for p in params[:1]] if all(
+            p.is_floating_point() for p in params) else params
+    device = _device_type(params)
+    if fused and (device is None or device not in spec.fused_devices):
+        raise ConfigError(f"optimizer: torch has no fused {name} for these parameters; use fused=None or False")
+    if device is None:
+        return "for-loop"
+    if fused is False:
+        return "foreach"
+    return spec.implementation(device)
 
 
 def make_optimizer(
@@ -87,23 +113,24 @@ def make_optimizer(
     name: str = "adamw",
     lr: float = 1e-3,
     weight_decay: float = 0.0,
-    momentum: float = 0.9,
+    momentum: float = DEFAULT_MOMENTUM,
     nesterov: bool = False,
     betas: tuple[float, float] = (0.9, 0.999),
     eps: float = 1e-8,
     fused: bool | None = None,
 ) -> torch.optim.Optimizer:
-    """A torch optimizer.
+    """A torch optimizer, built from the one table (:data:`layerwise.vocab.OPTIMIZERS`).
 
     params: a module (its trainable parameters, split into a decayed and a non-decayed
         group as described in the module docstring), or parameters / param-group dicts
         (``weight_decay`` then applies to all of them).
     name: sgd (``momentum``, ``nesterov``), adagrad, rmsprop (``momentum``), adam, adamw.
     fused: use torch's fused kernel (one kernel for all parameters); None picks it when
-        torch has one for this optimizer and the parameters' device, else ``foreach``.
+        torch has one for this optimizer and the parameters' device, else ``foreach``
+        (:func:`optimizer_implementation`, which the planner models too).
     """
-    if name not in OPTIMIZER_NAMES:
-        raise ConfigError(f"optimizer: expected one of {', '.join(OPTIMIZER_NAMES)}, got {name!r}")
+    if name not in TRAINER_OPTIMIZERS:
+        raise ConfigError(f"optimizer: expected one of {', '.join(TRAINER_OPTIMIZERS)}, got {name!r}")
     if isinstance(params, nn.Module):
         decay, no_decay = split_decay(params)
         groups = [g for g in ({"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
@@ -120,20 +147,14 @@ def make_optimizer(
     flat = [p for g in groups for p in g["params"]]
     if not flat:
         raise ConfigError("optimizer: the model has no trainable parameters (every parameter has requires_grad=False)")
-    if fused is None:
-        fused = name in _FUSED and _supports_fused(flat)
-    elif fused and name not in _FUSED:
-        raise ConfigError(f"optimizer: torch has no fused {name}; use fused=None or False")
-    speed = {"fused": True} if fused else {"foreach": _supports_fused(flat) or None}
-    if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov, **speed)
-    if name == "adagrad":
-        return torch.optim.Adagrad(groups, lr=lr, eps=eps, **speed)
-    if name == "rmsprop":
-        return torch.optim.RMSprop(groups, lr=lr, momentum=momentum, eps=eps, **speed)
-    if name == "adam":
-        return torch.optim.Adam(groups, lr=lr, betas=betas, eps=eps, **speed)
-    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, **speed)
+    impl = optimizer_implementation(name, flat, fused)
+    if impl == "for-loop":
+        impl = "default"  # torch's own choice for parameters its multi-tensor kernels do not take
+    spec = OPTIMIZERS[name]
+    settings = dict(momentum=momentum, nesterov=nesterov, betas=betas, eps=eps)
+    if impl == "default":
+        return getattr(torch.optim, spec.torch_class)(groups, lr=lr, **spec.kwargs(**settings))
+    return spec.build(groups, lr, impl, **settings)
 
 
 def l1_penalty(params: Iterable[torch.Tensor]) -> torch.Tensor:

@@ -65,6 +65,7 @@ from layerwise.train.optim import (
 from layerwise.train.perf import matmul_peak_flops, mfu, train_flops
 from layerwise.train.runlog import RunLog
 from layerwise.train.tasks import BatchSource, Task
+from layerwise.vocab import precision_spec
 
 # Fields that must match the checkpoint for a resumed run to continue the same run.
 _RESUME_MUST_MATCH = ("batch_size", "grad_accum", "seed", "optimizer")
@@ -233,8 +234,9 @@ class Trainer:
         return self.task.make_source(data, cfg.batch_size, seed=seed, shuffle=train, oversample=train and cfg.oversample)
 
     def _autocast(self, device: torch.device):
-        if self.config.precision == "bf16":
-            return torch.autocast(device.type, dtype=torch.bfloat16)
+        dtype = precision_spec(self.config.precision).autocast_dtype
+        if dtype is not None:
+            return torch.autocast(device.type, dtype=dtype)
         return contextlib.nullcontext()
 
     @torch.no_grad()
@@ -319,7 +321,7 @@ class Trainer:
         args, kwargs = task.model_inputs(first)
         micro_flops = train_flops(base, _as_kwargs(base, args, kwargs))
         step_flops = micro_flops * cfg.grad_accum * info.world_size if micro_flops else None
-        peak = matmul_peak_flops(device, torch.bfloat16 if cfg.precision == "bf16" else torch.float32)
+        peak = matmul_peak_flops(device, precision_spec(cfg.precision).compute_dtype)
 
         model = D.wrap(base, info, cfg.parallel, device)
         fsdp = info.enabled and cfg.parallel == "fsdp"
