@@ -323,13 +323,14 @@ class Trainer:
         base = unwrap(self.model).to(device)
         task.bind(base)
         train_src = self._source(self.train_data, cfg.seed, train=True)
-        val_src = self._source(self.val_data, cfg.seed, train=False) if self.val_data is not None else None
-        task.configure(cfg, train_src)
         own = isinstance(task, StepTask)  # the task owns its update (GAN, DQN)
         if own:
             if info.enabled:
                 raise ConfigError(f"{type(task).__name__}: trains in one process; run it without torchrun")
             val_src = self.val_data  # the task's evaluate reads it as it is
+        else:
+            val_src = self._source(self.val_data, cfg.seed, train=False) if self.val_data is not None else None
+        task.configure(cfg, train_src)
         if cfg.early_stopping is not None and val_src is None:
             raise ConfigError("TrainConfig.early_stopping: needs validation data (val_data)")
         default_monitor = task.monitor() if own else ("loss", "min")
