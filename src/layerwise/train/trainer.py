@@ -403,7 +403,8 @@ class Trainer:
         model_config = getattr(base, "config", None)
         model_config = model_config.to_dict() if hasattr(model_config, "to_dict") else None
         n_params = sum(p.numel() for p in {id(p): p for p in base.parameters()}.values())
-        n_train = sum(p.numel() for p in params)
+        trained = {id(p): p for opt in optimizers.values() for g in opt.param_groups for p in g["params"]}
+        n_train = sum(p.numel() for p in trained.values())
         facts = {
             "total_steps": total,
             "start_step": step,
