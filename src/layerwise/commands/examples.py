@@ -51,7 +51,7 @@ def run_one(args) -> int:
     ex = get_example(args.name)
     ns = _example_parser(ex).parse_args(args.rest)
     options = {o.dest: getattr(ns, o.dest) for o in ex.options}
-    train = train_flags_given(ns) if ex.train_flags else {}
+    train = {k: v for k, v in train_flags_given(ns).items() if k not in ("seed", "out_dir")} if ex.train_flags else {}
     progress = Progress(enabled=not ns.no_progress)
     try:
         doc = run_example(ex.name, ns.out_dir, quick=ns.quick, seed=ns.seed, options=options, train=train,

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from layerwise.commands._training import Progress, add_run_arguments, add_train_config_arguments, train_config_from_args
 from layerwise.errors import ConfigError
+from layerwise.finetune.grammar import SPECS, STRATEGIES
 
 
 def add_finetune_arguments(p) -> None:
     p.add_argument("--model", default="minilm-l6",
-                   help="minilm-l6 | smollm2-135m | a `layerwise pretrain` run directory (default minilm-l6)")
+                   help="minilm-l6 | smollm2-135m | a layerwise run directory (a pretrained LM, or a classifier to "
+                        "fine-tune further) | a local transformers directory (safetensors) (default minilm-l6)")
+    p.add_argument("--adapter", default=None, metavar="PEFT_DIR",
+                   help="a PEFT LoRA adapter directory folded into --model before the strategy applies")
     p.add_argument("--data", default="sms-spam", help="labelled texts: sms-spam, movie-snippets, or a .csv/.jsonl file")
     p.add_argument("--rank", type=int, default=None, help="LoRA rank (with --strategy lora)")
     p.add_argument("--alpha", type=float, default=None, help="LoRA alpha (default 2·rank)")
@@ -53,7 +57,7 @@ def run(args) -> int:
     from layerwise.jobs.finetune import finetune
 
     spec = strategy_spec(args.strategy, args.rank, args.alpha)
-    from layerwise.jobs.finetune import default_lr
+    from layerwise.finetune import default_lr
     from layerwise.finetune.strategies import parse_strategy
 
     parse_strategy(spec)
@@ -64,7 +68,7 @@ def run(args) -> int:
         r = finetune(args.model, args.data, spec, config, lora_targets=args.targets.split(",") if args.targets else None,
                      lora_dropout=args.lora_dropout, max_len=args.max_len, val=args.val, test=args.test,
                      train_fraction=args.train_fraction, positive=args.positive, cache=not args.no_cache and "auto",
-                     callback=progress, resume=args.resume, overwrite=args.overwrite)
+                     callback=progress, resume=args.resume, overwrite=args.overwrite, adapter=args.adapter)
     finally:
         progress.close()
     print(f"{spec}: trains {r.trainable:,} of {r.params_base:,} base parameters "
@@ -84,7 +88,7 @@ def run(args) -> int:
 def register(sub) -> None:
     p = sub.add_parser("finetune", help="fine-tune a pretrained model with one strategy (head, top-k, bitfit, lora, adapter, full)")
     p.add_argument("--strategy", default="lora",
-                   help="full | head | top-K | bitfit | lora (with --rank) | lora:R[:ALPHA] | adapter:SIZE | "
-                        "freeze:X | train:X | norms, joined with + (default lora)")
+                   help=" | ".join(STRATEGIES) + " (joined with +; lora alone takes --rank, default 8). "
+                        + "; ".join(f"{k.syntax}: {k.help}" for k in SPECS.values()) + " (default lora)")
     add_finetune_arguments(p)
     p.set_defaults(func=run)

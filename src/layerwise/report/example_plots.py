@@ -164,6 +164,7 @@ def plot_transfer(rows: list[dict], path: str | Path, title: str = "") -> Path:
     ns = sorted({r["labels_per_class"] for r in rows})
     ax.set_xticks(ns)
     ax.set_xticklabels([str(n) for n in ns])
+    ax.xaxis.set_minor_locator(_plt().NullLocator())  # no 6×10⁰ labels between the sizes
     ax.set_xlabel("labelled digits per class")
     ax.set_ylabel("test accuracy")
     ax.grid(alpha=0.3)
