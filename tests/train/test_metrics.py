@@ -65,3 +65,27 @@ def test_meter_accumulates_batches_like_one_pass():
 def test_perplexity():
     assert perplexity(math.log(65.0)) == pytest.approx(65.0)
     assert perplexity(1e6) == float("inf")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_inception_score_against_scipy_kl(seed):
+    from scipy.stats import entropy
+
+    from layerwise.train.metrics import inception_score
+
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(size=(200, 10)) * rng.uniform(0.5, 6)
+    p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    p[:5, 3] = 0.0  # exact zeros: 0 · log 0 = 0
+    p[:5] /= p[:5].sum(axis=1, keepdims=True)
+    marginal = p.mean(axis=0)
+    expected = math.exp(np.mean([entropy(row, marginal) for row in p]))  # scipy: KL(row ‖ marginal)
+    assert inception_score(torch.from_numpy(p)) == pytest.approx(expected, rel=1e-12)
+
+
+def test_inception_score_bounds():
+    from layerwise.train.metrics import inception_score
+
+    assert inception_score(torch.eye(10).repeat(30, 1)) == pytest.approx(10.0)  # confident, every class alike often
+    assert inception_score(torch.eye(10)[[3] * 50]) == pytest.approx(1.0)  # one class only
+    assert inception_score(torch.full((40, 10), 0.1)) == pytest.approx(1.0)  # no confident prediction

@@ -171,6 +171,9 @@ class Progress:
                            + (f", {speed:,.0f} {self.unit}/s" if speed else "") + (f", MFU {100 * m:.1f}%" if m else ""))
         elif ev.kind == "eval":
             keys = [k for k in ("loss", "perplexity", "accuracy", "precision", "recall", "f1", "f1_macro") if k in ev.record]
+            if not keys:  # a task's own evaluation (a DQN's greedy policy): its first few numbers
+                keys = [k for k, v in ev.record.items()
+                        if k not in ("split", "step") and isinstance(v, (int, float)) and not isinstance(v, bool)][:4]
             self._line(f"step {ev.step:,}: validation " + ", ".join(f"{k} {_fmt(ev.record[k])}" for k in keys))
         elif ev.kind == "end":
             if self.bar is not None:

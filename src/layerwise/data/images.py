@@ -99,6 +99,19 @@ class ImageClassification:
         idx = torch.as_tensor(indices, dtype=torch.long)
         return ImageClassification(name or self.name, self.images[idx], self.labels[idx], list(self.label_names))
 
+    def resized(self, size: int, pad: int = 0, name: str | None = None) -> "ImageClassification":
+        """The images resized to ``size`` × ``size`` (bilinear, antialiased), then framed by
+        ``pad`` pixels of background (0) on every side: 8×8 digits at ``size=20, pad=4`` are
+        28×28 with MNIST's layout (each digit in the central 20×20 box)."""
+        import torch.nn.functional as F
+
+        if not isinstance(size, int) or size < 1 or not isinstance(pad, int) or pad < 0:
+            raise LayerwiseError(f"ImageClassification.resized: expected size >= 1 and pad >= 0, got {size!r}, {pad!r}")
+        x = F.interpolate(self.images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        x = F.pad(x.clamp(0, 1), (pad, pad, pad, pad))  # (N, C, size + 2·pad, size + 2·pad)
+        return ImageClassification(name or f"{self.name}@{size + 2 * pad}", x.contiguous(), self.labels.clone(),
+                                   list(self.label_names))
+
     def __repr__(self) -> str:
         return (
             f"ImageClassification(name={self.name!r}, images={tuple(self.images.shape)}, "

@@ -39,6 +39,33 @@ DEFAULT_LAYOUT = (
     "..#.G",
 )
 
+# 10×10 with 37 walls: 63 free cells, all connected; S to G takes 18 steps, the farthest
+# cell is 19 steps from G. The dqn-maze example's maze.
+MAZE_10X10 = (
+    "S...#.....",
+    ".##.#.###.",
+    ".#..#...#.",
+    ".#.###.##.",
+    ".#.....#..",
+    ".####.##.#",
+    "......#...",
+    "##.##.#.#.",
+    "...#....#.",
+    ".#...##..G",
+)
+
+#: the built-in mazes by name
+MAZES = {"5x5": DEFAULT_LAYOUT, "10x10": MAZE_10X10}
+
+
+def maze_layout(name: str) -> tuple[str, ...]:
+    """A built-in maze's layout by name (see :data:`MAZES`)."""
+    from layerwise.errors import UnknownNameError
+
+    if name not in MAZES:
+        raise UnknownNameError(f"unknown maze {name!r}; expected one of {', '.join(MAZES)}")
+    return MAZES[name]
+
 
 class GridMaze:
     """A maze episode at a time: ``reset()`` → obs, ``step(action)`` → (obs, reward, done)."""
@@ -105,11 +132,17 @@ class GridMaze:
     def free_cells(self) -> list[tuple[int, int]]:
         return [(r, c) for r in range(self.height) for c in range(self.width) if not self.walls[r, c]]
 
-    def reset(self, seed: int | None = None) -> np.ndarray:
-        """Start an episode (at S, or a random free non-goal cell if random_start); seed reseeds."""
+    def reset(self, seed: int | None = None, start: tuple[int, int] | None = None) -> np.ndarray:
+        """Start an episode (at ``start``, else at S, or at a random free non-goal cell if
+        random_start); seed reseeds."""
         if seed is not None:
             self._rng = random.Random(seed)
-        if self.random_start:
+        if start is not None:
+            start = (int(start[0]), int(start[1]))
+            if not (0 <= start[0] < self.height and 0 <= start[1] < self.width) or self.walls[start]:
+                raise LayerwiseError(f"GridMaze.reset: start {start} is not a free cell of the maze")
+            self.position = start
+        elif self.random_start:
             self.position = self._rng.choice([p for p in self.free_cells() if p != self.goal])
         else:
             self.position = self.start
@@ -140,6 +173,19 @@ class GridMaze:
             if self.steps >= self.max_steps:
                 self.done = self.truncated = True
         return self.observe(), reward, self.done
+
+    def get_state(self) -> dict:
+        """The episode and the random-start generator as JSON (for a checkpoint)."""
+        version, internal, gauss = self._rng.getstate()
+        return {"position": list(self.position), "steps": self.steps, "done": self.done, "truncated": self.truncated,
+                "rng": [version, list(internal), gauss]}
+
+    def set_state(self, state: dict) -> None:
+        """Restore what :meth:`get_state` returned."""
+        self.position = (int(state["position"][0]), int(state["position"][1]))
+        self.steps, self.done, self.truncated = int(state["steps"]), bool(state["done"]), bool(state["truncated"])
+        version, internal, gauss = state["rng"]
+        self._rng.setstate((version, tuple(internal), gauss))
 
     def observe(self) -> np.ndarray:
         r, c = self.position

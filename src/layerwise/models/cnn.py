@@ -736,6 +736,18 @@ register_preset(
     image_size=28,
 )
 register_preset(
+    "cnn-digits",
+    "cnn",
+    description=(
+        "CNN for scikit-learn's 8×8 digits: Conv(32,3×3,same) → MaxPool2 → Conv(64,3×3,same) → MaxPool2 → Dense(64) → Dense(10)"
+    ),
+    arch="plain",
+    layers=("conv:32:k3:same", "maxpool:2", "conv:64:k3:same", "maxpool:2", "flatten", "dense:64"),
+    in_channels=1,
+    num_classes=10,
+    image_size=8,
+)
+register_preset(
     "cnn-tiny",
     "cnn",
     description="Tiny plain CNN for tests: two 3×3 convs (8, 16 channels) with pooling on 3×16×16 inputs",

@@ -278,3 +278,20 @@ register_preset(
     d_activation="leaky_relu",
     batch_norm=True,
 )
+register_preset(
+    "dcgan-digits",
+    "gan",
+    description=(
+        "DCGAN for scikit-learn's 8×8 digits: z 32 → Linear → 128×2×2 → ConvTranspose 64×4×4 → ConvTranspose 1×8×8 (tanh); "
+        "discriminator Conv 64×4×4 → Conv 128×2×2 → Linear → 1; BatchNorm, ReLU in G, LeakyReLU 0.2 in D"
+    ),
+    arch="dcgan",
+    image_size=8,
+    channels=1,
+    latent_dim=32,
+    g_hidden=(128, 64),
+    d_hidden=(64, 128),
+    g_activation="relu",
+    d_activation="leaky_relu",
+    batch_norm=True,
+)

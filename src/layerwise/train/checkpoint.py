@@ -355,18 +355,25 @@ def save_checkpoint(
     optimizers: dict[str, torch.optim.Optimizer | dict] | None = None,
     state: dict[str, Any] | None = None,
     rng: bool = True,
+    tensors: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write a checkpoint directory atomically (see the module docstring).
 
     models: name -> module (or a ready state dict, e.g. gathered from FSDP).
     optimizers: name -> optimizer (or its state dict).
     state: JSON-serialisable loop state (step, configs, schedule, metrics ...).
+    tensors: other state tensors (a task's replay buffer), stored in ``state.safetensors``
+        under their names (which must not start with ``optimizer/`` or ``rng/``).
     """
     files: dict[str, bytes] = {}
+    extra = dict(tensors or {})
+    clash = sorted(k for k in extra if k.startswith(("optimizer/", "rng/")))
+    if clash:
+        raise CheckpointError(f"checkpoint state tensor names {', '.join(clash)} are reserved (optimizer/, rng/)")
     for name, m in models.items():
         sd = m if isinstance(m, dict) else unwrap(m).state_dict()
         files[f"{name}.safetensors"] = tensors_to_bytes(sd)
-    tensors: dict[str, torch.Tensor] = {}
+    tensors = extra
     opt_json: dict[str, Any] = {}
     for name, opt in (optimizers or {}).items():
         sd = opt if isinstance(opt, dict) else opt.state_dict()
@@ -603,5 +610,16 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", pref
     if not isinstance(cfg_data, dict):
         raise LoadError(f"{ckpt_dir / 'state.json'}: no model_config recorded; cannot rebuild the model")
     model = build(get_config(cfg_data), device="cpu")
-    ckpt = load_checkpoint(ckpt_dir, {"model": model})
+    names = doc.get("models") or []
+    if "model" in names:
+        ckpt = load_checkpoint(ckpt_dir, {"model": model})
+    else:  # several named models (a GAN's generator and discriminator): the submodules of those names
+        parts = {}
+        for name in names:
+            try:
+                parts[name] = model.get_submodule(name)
+            except AttributeError:
+                raise LoadError(f"{ckpt_dir}: checkpoint model {name!r} is not a part of the "
+                                f"{type(model).__name__} its model_config builds") from None
+        ckpt = load_checkpoint(ckpt_dir, parts)
     return model.to(device), ckpt

@@ -148,6 +148,20 @@ class ClassificationMeter(LossMeter):
         return {"loss": self.mean, **classification_metrics(self.cm, self.positive, self.label_names)}
 
 
+def inception_score(probs: torch.Tensor) -> float:
+    """exp(E_x KL(p(y|x) ‖ p(y))) (Salimans et al. 2016, section 4) over the rows of ``probs``
+    (N, K): each row a classifier's class probabilities for one sample, p(y) their mean.
+    It runs from 1 (every sample alike, or no confident prediction) to K (confident
+    predictions spread evenly over the K classes). One split: the whole set."""
+    p = torch.as_tensor(probs, dtype=torch.float64)
+    if p.dim() != 2 or p.shape[0] == 0:
+        raise ValueError(f"inception_score: expected probabilities (N, K) with N > 0, got {tuple(p.shape)}")
+    marginal = p.mean(dim=0, keepdim=True)  # (1, K)
+    # 0 · log 0 = 0: a class with p(y|x) = 0 adds nothing to the KL
+    kl = torch.where(p > 0, p * (p.clamp_min(1e-300).log() - marginal.clamp_min(1e-300).log()), torch.zeros_like(p)).sum(dim=1)
+    return float(torch.exp(kl.mean()))
+
+
 def sequence_matches(predictions: torch.Tensor, targets: torch.Tensor, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Per row of right-padded id sequences (B, T): whether the prediction equals the target
     exactly (every position, its end marker and padding included), and how many of the

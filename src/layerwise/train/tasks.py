@@ -13,8 +13,10 @@ a 2-process run equal to a 1-process one with the same global batch.
 from __future__ import annotations
 
 import inspect
+import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -505,3 +507,136 @@ class Seq2SeqTask(Task):
             "length_penalty": self.length_penalty,
             "label_smoothing": self.label_smoothing,
         }
+
+
+# ---------------------------------------------------------------- tasks that own their update
+
+
+@dataclass
+class StepResult:
+    """What one update of a :class:`StepTask` reports to the loop.
+
+    loss: the value the loop logs as ``loss``, shows on the progress bar and checks for
+        divergence (a GAN: discriminator + generator loss; a DQN: the TD loss).
+    metrics: other per-step scalars (``d_loss``, ``g_loss``, ``epsilon`` ...), averaged over
+        ``log_every`` steps into the train record.
+    units: what the step processed, in the task's ``unit`` (images, transitions).
+    stop: a reason to stop the run now (a GAN that collapsed); the loop raises
+        :class:`~layerwise.train.trainer.CollapseError` naming it and the last good checkpoint.
+    """
+
+    loss: float
+    metrics: dict[str, float] = field(default_factory=dict)
+    units: int = 0
+    stop: str | None = None
+
+
+class StepContext:
+    """The loop's side of one update of a :class:`StepTask`: the step number, the device,
+    the optimizers by name, autocast for ``--precision``, and :meth:`update`, which does
+    what the loop does for a supervised step (a non-finite loss stops the run before the
+    weights change; backward; ``--clip-grad-norm``; the optimizer step; zero the grads)."""
+
+    def __init__(self, step: int, device: torch.device, optimizers: dict[str, torch.optim.Optimizer],
+                 autocast: Callable[[], Any], clip_grad_norm: float | None,
+                 on_nonfinite: Callable[[str, float], None]) -> None:
+        self.step = step  # 0-based index of this optimizer step
+        self.device = device
+        self.optimizers = optimizers
+        self.autocast = autocast
+        self._clip = clip_grad_norm
+        self._on_nonfinite = on_nonfinite
+        self.grad_norms: dict[str, float] = {}
+
+    def update(self, name: str, loss: torch.Tensor) -> float:
+        """Minimise ``loss`` with optimizer ``name`` (one step); returns the loss as a float."""
+        value = float(loss.detach().float())
+        if not math.isfinite(value):
+            self._on_nonfinite(name, value)  # raises
+        opt = self.optimizers[name]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self._clip is not None:
+            params = [p for g in opt.param_groups for p in g["params"]]
+            self.grad_norms[name] = float(torch.nn.utils.clip_grad_norm_(params, self._clip))
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return value
+
+
+class StepTask(Task):
+    """A task that owns its update: several models and optimizers (a GAN's generator and
+    discriminator), or its own state (a DQN's replay buffer, environment and target network).
+
+    The loop stays the one :class:`~layerwise.train.trainer.Trainer`: it makes the optimizers
+    this task names (``--optimizer``, ``--lr`` and its schedule, ``--weight-decay`` ...), calls
+    :meth:`train_step` once per optimizer step with a :class:`StepContext`, and does the rest as
+    for any task -- logging, evaluation, the best checkpoint, Ctrl-C, divergence, exact resume.
+    Checkpoints hold :meth:`checkpoint_models`, every optimizer by its name, and
+    :meth:`state_dict` (tensors and JSON), besides the RNGs the loop always saves.
+    One process only (no DDP/FSDP), no ``grad_accum``; no L1, class weights or oversampling.
+    """
+
+    #: whether ``--epochs`` means something (passes over a dataset); a DQN counts steps only
+    counts_epochs: bool = True
+
+    # -- what the loop builds and saves
+    @abstractmethod
+    def optimizer_params(self, model: nn.Module) -> dict[str, nn.Module | list[nn.Parameter]]:
+        """Optimizer name -> the module (weight-decay split as usual) or parameters it trains."""
+
+    def lr_scales(self) -> dict[str, float]:
+        """Optimizer name -> factor on the scheduled learning rate (default 1 for each)."""
+        return {}
+
+    def checkpoint_models(self, model: nn.Module) -> dict[str, nn.Module]:
+        """Name -> module saved in each checkpoint (default: the model as ``model``)."""
+        return {"model": model}
+
+    def state_dict(self) -> tuple[dict[str, torch.Tensor], dict]:
+        """The task's own state to checkpoint: (tensors, JSON-serialisable dict)."""
+        return {}, {}
+
+    def load_state_dict(self, tensors: dict[str, torch.Tensor], state: dict) -> None:
+        """Restore what :meth:`state_dict` returned (on resume)."""
+
+    def checkpoint_ok(self, model: nn.Module) -> bool:
+        """Whether the current weights may be checkpointed as a good state (a GAN whose
+        discriminator is winning, or with non-finite weights, is not)."""
+        return True
+
+    def monitor(self) -> tuple[str, str]:
+        """(validation metric, "min" or "max") that picks the best checkpoint."""
+        return "loss", "min"
+
+    def step_flops(self, model: nn.Module, batch: Batch) -> int | None:
+        """Training FLOPs of one update (None: unknown, no MFU)."""
+        return None
+
+    # -- the update and the evaluation
+    @abstractmethod
+    def train_step(self, model: nn.Module, batch: Batch, ctx: StepContext) -> StepResult:
+        """One optimizer step on micro-batch ``batch`` (the source's batch for this step)."""
+
+    @abstractmethod
+    def evaluate(self, model: nn.Module, data: Any, ctx: StepContext) -> dict:
+        """Validation metrics of the model on ``data`` (the trainer's ``val_data``)."""
+
+    # Task's supervised hooks, not used by the loop for a StepTask
+    def loss(self, model: nn.Module, batch: Batch):
+        raise LayerwiseError(f"{type(self).__name__} owns its update: the loop calls train_step, not loss")
+
+    def new_meter(self):
+        raise LayerwiseError(f"{type(self).__name__} owns its evaluation: the loop calls evaluate, not new_meter")
+
+    def configure(self, config, source: BatchSource) -> None:
+        name = type(self).__name__
+        if config.grad_accum != 1:
+            raise ConfigError(f"TrainConfig.grad_accum: {name} takes one update per step; expected 1, got {config.grad_accum}")
+        for field_name in ("class_weights", "oversample"):
+            if getattr(config, field_name):
+                raise ConfigError(f"TrainConfig.{field_name}: only for classification tasks, not {name}")
+        if config.l1:
+            raise ConfigError(f"TrainConfig.l1: not supported by {name}; expected 0")
+        if config.epochs is not None and not self.counts_epochs:
+            raise ConfigError(f"--epochs: {name} counts optimizer steps, not passes over a dataset; give --steps")

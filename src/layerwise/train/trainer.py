@@ -14,6 +14,12 @@ One optimizer step:
   loss must be finite (else :class:`NonFiniteLossError`, before the weights change) ->
   clip -> optimizer step -> log / evaluate / checkpoint.
 
+A :class:`~layerwise.train.tasks.StepTask` (GAN, DQN) owns its update instead: the loop
+makes the optimizers it names, calls ``task.train_step`` once per step, and checkpoints its
+named models, every optimizer and the task's own state (replay buffer, environment, RNG);
+everything else -- schedule, logging, evaluation, best checkpoint, Ctrl-C, divergence,
+exact resume -- is this same loop.
+
 Run directory (``config.out_dir``)::
 
   config.json        model config, train config, task and data description
@@ -64,7 +70,7 @@ from layerwise.train.optim import (
 )
 from layerwise.train.perf import matmul_peak_flops, mfu, train_flops
 from layerwise.train.runlog import RunLog
-from layerwise.train.tasks import BatchSource, Task
+from layerwise.train.tasks import BatchSource, StepContext, StepTask, Task
 from layerwise.vocab import precision_spec
 
 # Fields that must match the checkpoint for a resumed run to continue the same run.
@@ -78,6 +84,11 @@ class DivergedError(LayerwiseError):
 
 class NonFiniteLossError(DivergedError):
     """The training loss became NaN or infinite (the weights were not updated with it)."""
+
+
+class CollapseError(DivergedError):
+    """A task that owns its update asked to stop (a GAN whose discriminator's loss went to 0
+    and stayed there, or whose samples went NaN); the last good checkpoint is kept."""
 
 
 class TrainingInterrupted(LayerwiseError):
@@ -260,6 +271,22 @@ class Trainer:
             model.train(was_training)
         return meter.compute()
 
+    def _step_context(self, step: int, device: torch.device, optimizers: dict, on_nonfinite=None) -> StepContext:
+        def refuse(name: str, value: float) -> None:
+            raise NonFiniteLossError(f"{name}: loss {value} is not finite")
+
+        return StepContext(step, device, optimizers, lambda: self._autocast(device), self.config.clip_grad_norm,
+                           on_nonfinite or refuse)
+
+    @torch.no_grad()
+    def _evaluate_own(self, model: nn.Module, data: Any, device: torch.device, optimizers: dict | None = None, step: int = 0) -> dict:
+        was_training = model.training
+        model.eval()
+        try:
+            return self.task.evaluate(model, data, self._step_context(step, device, optimizers or {}))
+        finally:
+            model.train(was_training)
+
     def evaluate(self, data: Any = None, max_batches: int | None = None) -> dict:
         """Metrics of the model on ``data`` (default: the validation data), in this process."""
         data = self.val_data if data is None else data
@@ -268,6 +295,8 @@ class Trainer:
         model = unwrap(self.model)
         device = self.device or next((p.device for p in model.parameters()), torch.device("cpu"))
         self.task.bind(model)
+        if isinstance(self.task, StepTask):
+            return self._evaluate_own(model, data, device)
         return self._evaluate(model, self._source(data, self.config.seed, train=False), max_batches, device, D.DistInfo(), sharded=False)
 
     # ------------------------------------------------------------------ the loop
@@ -305,12 +334,19 @@ class Trainer:
         base = unwrap(self.model).to(device)
         task.bind(base)
         train_src = self._source(self.train_data, cfg.seed, train=True)
-        val_src = self._source(self.val_data, cfg.seed, train=False) if self.val_data is not None else None
+        own = isinstance(task, StepTask)  # the task owns its update (GAN, DQN)
+        if own:
+            if info.enabled:
+                raise ConfigError(f"{type(task).__name__}: trains in one process; run it without torchrun")
+            val_src = self.val_data  # the task's evaluate reads it as it is
+        else:
+            val_src = self._source(self.val_data, cfg.seed, train=False) if self.val_data is not None else None
         task.configure(cfg, train_src)
         if cfg.early_stopping is not None and val_src is None:
             raise ConfigError("TrainConfig.early_stopping: needs validation data (val_data)")
-        monitor = cfg.early_stopping.metric if cfg.early_stopping else "loss"
-        monitor_mode = cfg.early_stopping.mode if cfg.early_stopping else "min"
+        default_monitor = task.monitor() if own else ("loss", "min")
+        monitor = cfg.early_stopping.metric if cfg.early_stopping else default_monitor[0]
+        monitor_mode = cfg.early_stopping.mode if cfg.early_stopping else default_monitor[1]
 
         bpe = train_src.batches_per_epoch  # micro-batches per epoch
         total = cfg.steps if cfg.steps is not None else max(1, math.ceil(cfg.epochs * bpe / cfg.grad_accum))
@@ -318,27 +354,34 @@ class Trainer:
 
         # FLOPs of one micro-batch on this process (frozen-aware), and the matmul peak.
         first = task.to_device(D.shard(train_src.batch(0), info), device)
-        args, kwargs = task.model_inputs(first)
-        micro_flops = train_flops(base, _as_kwargs(base, args, kwargs))
-        step_flops = micro_flops * cfg.grad_accum * info.world_size if micro_flops else None
+        if own:
+            step_flops = task.step_flops(base, first)
+        else:
+            args, kwargs = task.model_inputs(first)
+            micro_flops = train_flops(base, _as_kwargs(base, args, kwargs))
+            step_flops = micro_flops * cfg.grad_accum * info.world_size if micro_flops else None
         peak = matmul_peak_flops(device, precision_spec(cfg.precision).compute_dtype)
 
         model = D.wrap(base, info, cfg.parallel, device)
         fsdp = info.enabled and cfg.parallel == "fsdp"
         ddp = model if isinstance(model, nn.parallel.DistributedDataParallel) else None
         run_model = torch.compile(model) if cfg.compile else model
-        optimizer = make_optimizer(
-            model if fsdp else base,
-            cfg.optimizer,
-            lr=cfg.lr,
-            weight_decay=cfg.weight_decay,
-            momentum=cfg.momentum,
-            nesterov=cfg.nesterov,
-            betas=cfg.betas,
-            eps=cfg.eps,
-        )
-        params = trainable_parameters(model if fsdp else base)
-        l1_params = split_decay(model if fsdp else base)[0] if cfg.l1 else []
+
+        def new_optimizer(params):
+            return make_optimizer(params, cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum,
+                                  nesterov=cfg.nesterov, betas=cfg.betas, eps=cfg.eps)
+
+        if own:
+            optimizers = {name: new_optimizer(p) for name, p in task.optimizer_params(base).items()}
+            lr_scales = {name: float(task.lr_scales().get(name, 1.0)) for name in optimizers}
+            optimizer = None
+            params, l1_params = [], []
+        else:
+            optimizer = new_optimizer(model if fsdp else base)
+            optimizers = {"optimizer": optimizer}
+            lr_scales = {"optimizer": 1.0}
+            params = trainable_parameters(model if fsdp else base)
+            l1_params = split_decay(model if fsdp else base)[0] if cfg.l1 else []
 
         run_dir = Path(cfg.out_dir) if cfg.out_dir is not None else None
         run = self.run
@@ -347,6 +390,8 @@ class Trainer:
         step = 0
         loop: dict[str, Any] = {"best": None, "bad_evals": 0, "elapsed_s": 0.0, "step_s": 0.0, "initial_loss": None,
                                 "window": {"seconds": 0.0, "units": 0, "losses": []}}
+        if own:
+            loop["window"]["metrics"] = {}
         resumed_from = None
         if resume and mgr is not None:
             resumed_from, skipped = mgr.latest_valid()
@@ -357,18 +402,20 @@ class Trainer:
                 raise LoadError(f"--resume: no checkpoint in {mgr.root} verifies; nothing to resume from "
                                 "(--overwrite starts the run again)")
             if resumed_from is not None:
-                step, restored = self._restore(resumed_from, base, model if fsdp else None, optimizer, info)
+                step, restored = self._restore(resumed_from, base, model if fsdp else None, optimizers, info)
                 loop.update(restored)
             elif not any(n.startswith("nothing to resume") for n in notes):
                 notes.append(f"nothing to resume in {run_dir} (no checkpoint yet); starting fresh")
         window = loop["window"]
         window_time, window_units, window_losses = float(window["seconds"]), int(window["units"]), list(window["losses"])
+        window_metrics: dict[str, list[float]] = {k: list(v) for k, v in (window.get("metrics") or {}).items()}
         elapsed_before = float(loop.get("elapsed_s") or 0.0)
         main = info.is_main
         model_config = getattr(base, "config", None)
         model_config = model_config.to_dict() if hasattr(model_config, "to_dict") else None
         n_params = sum(p.numel() for p in {id(p): p for p in base.parameters()}.values())
-        n_train = sum(p.numel() for p in params)
+        trained = {id(p): p for opt in optimizers.values() for g in opt.param_groups for p in g["params"]}
+        n_train = sum(p.numel() for p in trained.values())
         facts = {
             "total_steps": total,
             "start_step": step,
@@ -396,6 +443,8 @@ class Trainer:
                 return None
             loop["elapsed_s"] = elapsed_before + time.perf_counter() - t_start
             loop["window"] = {"seconds": window_time, "units": window_units, "losses": list(window_losses)}
+            if own:
+                loop["window"]["metrics"] = {k: list(v) for k, v in window_metrics.items()}
             state = {
                 "step": at_step,
                 "run_id": run.run_id if run is not None else None,
@@ -407,7 +456,12 @@ class Trainer:
                 "run_info": self.run_info,
                 "world_size": info.world_size,
             }
-            if fsdp:
+            if own:
+                task_tensors, task_state = task.state_dict()
+                state["task_state"] = task_state
+                path = mgr.save(at_step, models=task.checkpoint_models(base), optimizers=optimizers, state=state,
+                                tensors={f"task/{k}": v for k, v in task_tensors.items()})
+            elif fsdp:
                 msd, osd = D.full_state(model, optimizer)
                 path = mgr.save(at_step, models={"model": msd}, optimizers={"optimizer": osd}, state=state) if main else None
             else:
@@ -432,26 +486,16 @@ class Trainer:
             while step < total:
                 t0 = time.perf_counter()
                 lr = schedule(step)
-                set_lr(optimizer, lr)
-                loss_sum = torch.zeros((), device=device)
-                units = 0
-                for micro in range(cfg.grad_accum):
-                    batch = task.to_device(D.shard(train_src.batch(step * cfg.grad_accum + micro), info), device)
-                    sync = ddp.no_sync() if ddp is not None and micro < cfg.grad_accum - 1 else contextlib.nullcontext()
-                    with sync:
-                        with self._autocast(device):
-                            loss, _ = task.loss(run_model, batch)
-                            objective = loss + cfg.l1 * l1_penalty(l1_params) if cfg.l1 else loss
-                        (objective / cfg.grad_accum).backward()
-                    loss_sum += loss.detach().float()
-                    units += task.count(batch)
-                step_loss = float(D.mean_over_processes(loss_sum / cfg.grad_accum, info))
-                self._check_divergence(step + 1, step_loss, loop, log, lr, mgr)
+                for name, opt in optimizers.items():
+                    set_lr(opt, lr * lr_scales[name])
                 grad_norm = None
-                if cfg.clip_grad_norm is not None:
-                    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm))
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
+                if own:
+                    step_loss, units, step_metrics = self._own_step(run_model, train_src, step, device, optimizers, loop, log, lr, mgr)
+                    for k, v in step_metrics.items():
+                        window_metrics.setdefault(k, []).append(v)
+                else:
+                    step_loss, units, grad_norm = self._step(run_model, train_src, step, device, info, ddp, optimizer, params,
+                                                             l1_params, loop, log, lr, mgr)
                 step += 1
                 loop["step_s"] = float(loop.get("step_s") or 0.0) + time.perf_counter() - t0
                 window_time += time.perf_counter() - t0
@@ -465,20 +509,27 @@ class Trainer:
                         "step": step,
                         "epoch": step * cfg.grad_accum / bpe,
                         "loss": sum(window_losses) / len(window_losses),
+                        **{k: sum(v) / len(v) for k, v in window_metrics.items() if v},
                         "lr": lr,
                         unit_key: window_units / window_time if window_time > 0 else None,
                         "mfu": mfu(step_flops * len(window_losses), window_time * info.world_size, peak) if step_flops else None,
                         "elapsed_s": elapsed_before + time.perf_counter() - t_start,
                     }
+                    if own and not task.counts_epochs:
+                        del rec["epoch"]
                     if grad_norm is not None:
                         rec["grad_norm"] = grad_norm
                     log.log(rec)
                     self._emit("log", step, total, rec)
                     window_time, window_units, window_losses = 0.0, 0, []
+                    window_metrics = {}
 
                 if val_src is not None and self._eval_due(step, total, bpe):
                     eval_model = model if fsdp else base
-                    final = self._evaluate(eval_model, val_src, cfg.eval_steps, device, info, sharded=not fsdp)
+                    if own:
+                        final = self._evaluate_own(base, val_src, device, optimizers, step)
+                    else:
+                        final = self._evaluate(eval_model, val_src, cfg.eval_steps, device, info, sharded=not fsdp)
                     if monitor not in final:
                         raise ConfigError(
                             f"TrainConfig.early_stopping.metric: {monitor!r} is not a validation metric; "
@@ -498,7 +549,7 @@ class Trainer:
                     if improved and math.isfinite(value):
                         loop["best"] = {"step": step, "metric": monitor, "value": value}
                         loop["bad_evals"] = 0
-                        if mgr is not None:
+                        if mgr is not None and (not own or task.checkpoint_ok(base)):
                             if saved_at != step:
                                 save(step)
                                 saved_at = step
@@ -508,7 +559,8 @@ class Trainer:
                         loop["bad_evals"] += 1
                         if cfg.early_stopping and loop["bad_evals"] >= cfg.early_stopping.patience:
                             stopped_early = True
-                if mgr is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and saved_at != step:
+                if (mgr is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and saved_at != step
+                        and (not own or task.checkpoint_ok(base))):
                     save(step)
                     saved_at = step
                 if stopped_early:
@@ -554,9 +606,57 @@ class Trainer:
         self._emit("end", step, total, {"steps": step, "stopped_early": stopped_early, "best": loop["best"], "seconds": result.seconds})
         return result
 
-    def _check_divergence(self, step: int, loss: float, loop: dict, log: RunLog, lr: float, mgr) -> None:
+    def _step(self, run_model, train_src: BatchSource, step: int, device, info, ddp, optimizer, params, l1_params,
+              loop: dict, log: RunLog, lr: float, mgr) -> tuple[float, int, float | None]:
+        """One supervised optimizer step: ``grad_accum`` micro-batches, the divergence check,
+        clipping, the update. Returns (loss, units, grad norm or None)."""
+        cfg, task = self.config, self.task
+        loss_sum = torch.zeros((), device=device)
+        units = 0
+        for micro in range(cfg.grad_accum):
+            batch = task.to_device(D.shard(train_src.batch(step * cfg.grad_accum + micro), info), device)
+            sync = ddp.no_sync() if ddp is not None and micro < cfg.grad_accum - 1 else contextlib.nullcontext()
+            with sync:
+                with self._autocast(device):
+                    loss, _ = task.loss(run_model, batch)
+                    objective = loss + cfg.l1 * l1_penalty(l1_params) if cfg.l1 else loss
+                (objective / cfg.grad_accum).backward()
+            loss_sum += loss.detach().float()
+            units += task.count(batch)
+        step_loss = float(D.mean_over_processes(loss_sum / cfg.grad_accum, info))
+        self._check_divergence(step + 1, step_loss, loop, log, lr, mgr)
+        grad_norm = None
+        if cfg.clip_grad_norm is not None:
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm))
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return step_loss, units, grad_norm
+
+    def _own_step(self, run_model, train_src: BatchSource, step: int, device, optimizers: dict, loop: dict,
+                  log: RunLog, lr: float, mgr) -> tuple[float, int, dict]:
+        """One update of a StepTask. Returns (loss, units, the step's other metrics)."""
+        task = self.task
+
+        def nonfinite(name: str, value: float) -> None:
+            self._check_divergence(step + 1, value, loop, log, lr, mgr, what=f"the {name} loss")
+
+        ctx = self._step_context(step, device, optimizers, nonfinite)
+        out = task.train_step(run_model, task.to_device(train_src.batch(step), device), ctx)
+        metrics = {k: float(v) for k, v in out.metrics.items()}
+        metrics.update({f"grad_norm_{k}": v for k, v in ctx.grad_norms.items()})
+        if out.stop:
+            last = mgr.latest() if mgr is not None else None
+            log.log({"split": "train", "step": step + 1, "loss": out.loss, **metrics, "lr": lr, "error": "collapsed"})
+            where = f"last good checkpoint: {last}" if last else "no checkpoint written yet"
+            raise CollapseError(f"stopped at step {step + 1}: {out.stop}; {where}")
+        self._check_divergence(step + 1, float(out.loss), loop, log, lr, mgr, updated=True)
+        return float(out.loss), int(out.units), metrics
+
+    def _check_divergence(self, step: int, loss: float, loop: dict, log: RunLog, lr: float, mgr,
+                          what: str = "loss", updated: bool = False) -> None:
         """Stop (before the optimizer step) on a non-finite loss, or one past
-        ``diverge_factor`` times the first step's loss."""
+        ``diverge_factor`` times the first step's loss. ``updated``: the check comes after
+        a task's own update (the message says so); ``what`` names the loss."""
         cfg = self.config
         first = loop.get("initial_loss")
         finite = math.isfinite(loss)
@@ -570,13 +670,14 @@ class Trainer:
         last = mgr.latest() if mgr is not None else None
         log.log({"split": "train", "step": step, "loss": loss, "lr": lr, "error": "diverged"})
         where = f"last good checkpoint: {last}" if last else "no checkpoint written yet"
+        stopped = "stopped after this step's update" if updated else "stopped before updating the weights with it"
         if not finite:
             raise NonFiniteLossError(
-                f"diverged at step {step} (loss {loss}, not finite); stopped before updating the weights with it; "
+                f"diverged at step {step} ({what} {loss}, not finite); {stopped}; "
                 f"{where}; try a smaller --lr, --clip-grad-norm, or --precision fp32")
         raise DivergedError(
-            f"diverged at step {step} (loss {loss:.4g}, more than {cfg.diverge_factor:g}x the first step's {first:.4g}); "
-            f"stopped before updating the weights with it; {where}; try a smaller --lr or --clip-grad-norm")
+            f"diverged at step {step} ({what} {loss:.4g}, more than {cfg.diverge_factor:g}x the first step's {first:.4g}); "
+            f"{stopped}; {where}; try a smaller --lr or --clip-grad-norm")
 
     def _eval_due(self, step: int, total: int, bpe: int) -> bool:
         cfg = self.config
@@ -589,16 +690,19 @@ class Trainer:
             return (step * ga) // bpe > ((step - 1) * ga) // bpe
         return False
 
-    def _restore(self, path: Path, base: nn.Module, fsdp_model: nn.Module | None, optimizer, info: D.DistInfo) -> tuple[int, dict]:
+    def _restore(self, path: Path, base: nn.Module, fsdp_model: nn.Module | None, optimizers: dict, info: D.DistInfo) -> tuple[int, dict]:
         cfg = self.config
-        if fsdp_model is None and self.saved_names is not None:
+        own = isinstance(self.task, StepTask)
+        if own:
+            ck = load_checkpoint(path, self.task.checkpoint_models(base))
+        elif fsdp_model is None and self.saved_names is not None:
             ck = load_checkpoint(path, {"model": self.saved_module}, names={"model": self.saved_names})
         elif fsdp_model is None:
             ck = load_checkpoint(path, {"model": base})
         else:
             ck = load_checkpoint(path)
             msd = read_safetensors(path / "model.safetensors")[0]
-            D.load_full_state(fsdp_model, optimizer, msd, ck.optimizer_state_dict())
+            D.load_full_state(fsdp_model, optimizers["optimizer"], msd, ck.optimizer_state_dict())
         saved = ck.state.get("train_config", {})
         for name in _RESUME_MUST_MATCH:
             if name in saved and saved[name] != getattr(cfg, name):
@@ -607,7 +711,12 @@ class Trainer:
                     f"{saved[name]!r}; an exact resume needs the same value"
                 )
         if fsdp_model is None:
-            ck.load_optimizer(optimizer)
+            for name, opt in optimizers.items():
+                ck.load_optimizer(opt, name)
+        if own:
+            prefix = "task/"
+            self.task.load_state_dict({k[len(prefix):]: v for k, v in ck.tensors.items() if k.startswith(prefix)},
+                                      dict(ck.state.get("task_state") or {}))
         ck_run = ck.state.get("run_id")
         if self.run is not None and ck_run and self.run.run_id and ck_run != self.run.run_id:
             raise ConfigError(

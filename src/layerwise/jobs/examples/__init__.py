@@ -26,7 +26,7 @@ from layerwise.errors import UnknownNameError, suggest
 
 # Module names, in the order the table lists them (the articles' order).
 MODULES = ("keras_seed_mlp", "numpy_mlp", "mlp_mnist", "cnn_mnist", "lstm_sentiment", "seq2seq_attention", "bert_classifier",
-           "transformer_lm")
+           "transformer_lm", "dqn_maze", "gan_mnist", "dcgan_digits", "transfer_digits")
 
 
 @dataclass(frozen=True)

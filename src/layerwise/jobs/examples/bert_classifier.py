@@ -14,8 +14,8 @@ def run(ctx):
 
     strategy = ctx.options["strategy"]
     cfg = train_config(ctx, {"epochs": 3, "batch_size": 32, "lr": default_lr(strategy), "log_every": 10},
-                       {"steps": 12, "eval_every": 6})
-    r = finetune("minilm-l6", "sms-spam", strategy, cfg, max_len=64,
+                       {"steps": 8, "eval_every": 8, "eval_steps": 4})
+    r = finetune("minilm-l6", "sms-spam", strategy, cfg, max_len=48 if ctx.quick else 64,
                  train_fraction=0.2 if ctx.quick else None, callback=ctx.callback, resume=ctx.resume, run=ctx.run)
     test = r.test or {}
     ctx.emit(f"{strategy}: {r.trainable:,} of {r.params_base:,} parameters trained; test {metric_line(test)}")

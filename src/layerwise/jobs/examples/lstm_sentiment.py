@@ -10,7 +10,7 @@ def run(ctx):
 
     return run_classifier(ctx, "seed-lstm-binary", "movie-snippets", tokenizer=ctx.options["tokenizer"], max_len=48,
                           full={"epochs": 6, "batch_size": 64, "lr": 2e-3, "log_every": 20, "clip_grad_norm": 1.0},
-                          quick={"epochs": 1}, overrides={"dropout": 0.3} if ctx.options["dropout"] else None,
+                          quick={"steps": 60}, overrides={"dropout": 0.3} if ctx.options["dropout"] else None,
                           title="An LSTM on movie-review snippets")
 
 

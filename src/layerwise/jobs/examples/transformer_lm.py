@@ -35,7 +35,7 @@ def train_config_lm(ctx):
 
     return train_config(ctx, {"steps": 5000, "batch_size": 12, "lr": 1e-3, "schedule": "cosine", "warmup_steps": 100,
                               "min_lr": 1e-4, "eval_every": 500, "eval_steps": 40, "log_every": 25, "checkpoint_every": 1000},
-                        {"steps": 150, "eval_every": 75, "eval_steps": 5, "checkpoint_every": 75, "warmup_steps": 10})
+                        {"steps": 100, "eval_every": 50, "eval_steps": 4, "checkpoint_every": 50, "warmup_steps": 10})
 
 
 EXAMPLE = Example(
