@@ -40,6 +40,8 @@ class ModuleTrace:
     train_flops: int = 0  # forward + backward
     attention_flops: int = 0  # of which attention's score/value products
     causal_attention_flops: int = 0  # of those, the masked-out half of causal attention
+    first_call: int = -1  # position of this module's first call among all module calls
+    input_depth: int = 0  # weight layers between the model's inputs and this module's inputs (first call)
 
 
 @dataclass
@@ -146,6 +148,7 @@ class _Tracer(TorchFunctionMode):
         self.names: dict[int, str] = {}
         self.param_owner: dict[int, nn.Module] = {}  # weight-layer parameters -> layer
         self.handles: list = []
+        self.module_calls = 0
 
     # ----- bookkeeping -------------------------------------------------------
     def _in_depth(self, objs) -> tuple[int, int]:
@@ -246,6 +249,9 @@ class _Tracer(TorchFunctionMode):
         if tr.input_shapes is None:
             tr.input_shapes = _shape_of((args, kwargs)) or []
         d = self._in_depth((args, kwargs))
+        if tr.first_call < 0:
+            tr.first_call, tr.input_depth = self.module_calls, d[0]
+        self.module_calls += 1
         wl = weight_layer_count(module)
         outer_wl = wl and not self.wl_active
         is_block = id(module) in self.block_ids and not self.block_active
