@@ -37,7 +37,10 @@ def _series_panel(ax, series: list[dict], ylabel: str, log_y: bool = False) -> N
             ax.scatter(bad, [0.02] * len(bad), marker="x", s=60, color="red", transform=ax.get_xaxis_transform(),
                        label=f"{s['label']}: diverged", zorder=5)
     ax.set_xscale("log", base=2)
-    if log_y:
+    xs_all = [x for s in series for x in s["x"]]
+    if xs_all:  # diverged points alone do not set the limits
+        ax.set_xlim(min(xs_all) / 1.3, max(xs_all) * 1.3)
+    if log_y and any(y is not None and y["mean"] > 0 for s in series for y in s["y"]):
         ax.set_yscale("log")
     ax.set_xlabel("depth (hidden layers)")
     ax.set_ylabel(ylabel)
