@@ -23,7 +23,7 @@ def _save(fig, path) -> Path:
     return path
 
 
-def _series_panel(ax, series: list[dict], ylabel: str, log_y: bool = False) -> None:
+def _series_panel(ax, series: list[dict], ylabel: str, log_y: bool = False, xlabel: str = "depth (hidden layers)") -> None:
     cmap = _plt().get_cmap("tab10")
     for i, s in enumerate(series):
         xs = [x for x, y in zip(s["x"], s["y"]) if y is not None]
@@ -42,17 +42,19 @@ def _series_panel(ax, series: list[dict], ylabel: str, log_y: bool = False) -> N
         ax.set_xlim(min(xs_all) / 1.3, max(xs_all) * 1.3)
     if log_y and any(y is not None and y["mean"] > 0 for s in series for y in s["y"]):
         ax.set_yscale("log")
-    ax.set_xlabel("depth (hidden layers)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
 
 
-def plot_vs_depth(panels: list[tuple[str, list[dict]]], path: str | Path, title: str, log_y: tuple[bool, ...] = ()) -> Path:
-    """One panel per ``(ylabel, series)``, side by side, a shared legend."""
+def plot_vs_depth(panels: list[tuple[str, list[dict]]], path: str | Path, title: str, log_y: tuple[bool, ...] = (),
+                  xlabel: str = "depth (hidden layers)") -> Path:
+    """One panel per ``(ylabel, series)``, side by side, a shared legend (x on a log2 axis)."""
     plt = _plt()
-    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.6), squeeze=False)
+    width = 6 if len(panels) < 4 else 4.5
+    fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), 4.6), squeeze=False)
     for j, (ax, (ylabel, series)) in enumerate(zip(axes[0], panels)):
-        _series_panel(ax, series, ylabel, log_y[j] if j < len(log_y) else False)
+        _series_panel(ax, series, ylabel, log_y[j] if j < len(log_y) else False, xlabel)
     handles, labels = axes[0][0].get_legend_handles_labels()
     if handles:
         axes[0][-1].legend(handles, labels, fontsize=7, loc="best")
@@ -116,5 +118,48 @@ def plot_grad_init(groups: list[dict], path: str | Path, title: str) -> Path:
         ax.axis("off")
     axes[0][0].set_ylabel("‖∂J/∂W‖ at initialisation")
     axes[0][0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=11)
+    return _save(fig, path)
+
+
+def plot_stacked_bars(labels: list[str], stacks: dict[str, list[int]], path: str | Path, title: str,
+                      ylabel: str = "parameters") -> Path:
+    """One bar per label, stacked by ``stacks`` (name → a value per label): parameters per kind."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(labels) + 3), 4.8))
+    bottoms = [0] * len(labels)
+    cmap = plt.get_cmap("tab10")
+    for i, (name, vals) in enumerate(stacks.items()):
+        ax.bar(range(len(labels)), vals, bottom=bottoms, label=name, color=cmap(i % 10))
+        bottoms = [b + v for b, v in zip(bottoms, vals)]
+    for x, total in enumerate(bottoms):
+        ax.text(x, total, f"{total:,}", ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(range(len(labels)))
+    ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_grouped_bars(panels: list[tuple[str, list[str], list[tuple[str, list]]]], path: str | Path, title: str) -> Path:
+    """Panels of grouped bars: ``(ylabel, categories, [(series label, [{"mean", "sd"} or number or None
+    per category])])``."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.6), squeeze=False)
+    cmap = plt.get_cmap("tab10")
+    for ax, (ylabel, cats, series) in zip(axes[0], panels):
+        n = max(1, len(series))
+        width = 0.8 / n
+        for i, (lab, vals) in enumerate(series):
+            ms = [(v["mean"] if isinstance(v, dict) else v) if v is not None else 0.0 for v in vals]
+            sds = [(v["sd"] if isinstance(v, dict) else 0.0) if v is not None else 0.0 for v in vals]
+            xs = [c - 0.4 + width * (i + 0.5) for c in range(len(cats))]
+            ax.bar(xs, ms, width, yerr=sds, capsize=2, label=lab, color=cmap(i % 10))
+        ax.set_xticks(range(len(cats)))
+        ax.set_xticklabels(cats, fontsize=8, rotation=20, ha="right")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3, axis="y")
+    axes[0][0].legend(fontsize=8)
     fig.suptitle(title, fontsize=11)
     return _save(fig, path)
