@@ -203,7 +203,8 @@ def layer_comparison(network: str, shape: dict) -> list[dict]:
         flops_sep = a_sep.row(f"body.{name}").flops_total
         k2 = m.kernel_size[0] * m.kernel_size[1]
         out.append({
-            "layer": f"body.{name}", "kernel": list(m.kernel_size), "c_in": m.in_channels, "c_out": m.out_channels,
+            "layer": f"body.{name}", "kernel": list(m.kernel_size), "stride": list(m.stride), "c_in": m.in_channels,
+            "c_out": m.out_channels, "input_shape": a_std.row(f"body.{name}").input_shape[0][0],
             "output_shape": a_std.row(f"body.{name}").output_shape,
             "standard": {"symbolic": STANDARD_SYMBOLIC, "substituted": f.substituted, "value": f.value,
                          "numel": sum(p.numel() for p in m.parameters())},
