@@ -6,13 +6,13 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
-from layerwise.analysis import analyze  # noqa: E402
-from layerwise.analysis.roles_view import by_role, forward_weight_layers  # noqa: E402
-from layerwise.cli import main  # noqa: E402
-from layerwise.models import build  # noqa: E402
+from layerwise.analysis import analyze
+from layerwise.analysis.roles_view import by_role, forward_weight_layers
+from layerwise.cli import main
+from layerwise.models import build
 
 
 def _split(view):

@@ -6,18 +6,18 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
 
-from layerwise.cli import main  # noqa: E402
-from layerwise.jobs.studies.conv import (  # noqa: E402
+from layerwise.cli import main
+from layerwise.jobs.studies.conv import (
     canonical_layers,
     conv_spec,
     layer_comparison,
     plan_points,
 )
-from layerwise.jobs.studies.point import model_facts  # noqa: E402
+from layerwise.jobs.studies.point import model_facts
 
 MNIST = {"channels": 1, "size": 28, "classes": 10}
 

@@ -14,7 +14,7 @@ from layerwise.rundir import read_manifest
 
 
 def _tiny(**kw):
-    base = dict(depths=[1, 3], grid="activation=sigmoid/relu", seeds=1, steps=4, grad_every=2)
+    base = {"depths": [1, 3], "grid": "activation=sigmoid/relu", "seeds": 1, "steps": 4, "grad_every": 2}
     return depth_spec("mlp", data=["digits"], **{**base, **kw})
 
 

@@ -4,8 +4,6 @@ plots and report.html)."""
 
 from __future__ import annotations
 
-import sys
-
 from layerwise.commands import positive_float, positive_int
 
 
@@ -43,7 +41,14 @@ class SweepProgress:
 
     def __call__(self, unit: dict, record: dict, finished: int, total: int) -> None:
         if self.enabled and self.bar is None:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
             self.bar = Progress(TextColumn("[bold]study"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                                 TimeRemainingColumn(), console=self.console)
@@ -73,7 +78,7 @@ def run_depth(args) -> int:
     progress = SweepProgress(enabled=not args.no_progress)
     try:
         doc = run_depth_study(out_dir, spec, resume=args.resume, overwrite=args.overwrite, jobs=args.jobs,
-                              threads=args.threads, argv=["study", "depth", *sys.argv[3:]], on_done=progress,
+                              threads=args.threads, on_done=progress,
                               emit=progress.line)
     finally:
         progress.close()
@@ -114,7 +119,7 @@ def run_conv(args) -> int:
     progress = SweepProgress(enabled=not args.no_progress)
     try:
         doc = run_conv_study(out_dir, spec, resume=args.resume, overwrite=args.overwrite, jobs=args.jobs,
-                             threads=args.threads, argv=["study", "conv", *sys.argv[3:]], on_done=progress,
+                             threads=args.threads, on_done=progress,
                              emit=progress.line)
     finally:
         progress.close()
@@ -135,9 +140,10 @@ def _common(p) -> None:
     p.add_argument("--lr", type=positive_float, default=None)
     p.add_argument("--quick", action="store_true", help="2 depths, 1 seed, a few steps: every artifact in under a minute")
     p.add_argument("--jobs", type=positive_int, default=1,
-                   help="worker processes running points in parallel (default 1: one process using every core)")
+                   help="worker processes running points in parallel (default 1: the fastest here, docs/depth.md)")
     p.add_argument("--threads", type=positive_int, default=None,
-                   help="torch threads per process (default: the cores shared out among --jobs)")
+                   help="torch threads per process (default 1: on the shared 2-core machine one thread ran a study "
+                        "24x faster than two, docs/depth.md)")
     p.add_argument("--out-dir", default=None, help="run directory (default runs/study-…)")
     p.add_argument("--no-progress", action="store_true", help="a log line per run instead of a progress bar")
     add_run_arguments(p)

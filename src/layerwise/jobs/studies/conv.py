@@ -85,7 +85,7 @@ def conv_spec(data: list[str] | None = None, networks: list[str] | None = None, 
 
 
 def _w(c: int, m: float) -> int:
-    return max(1, int(round(c * m)))
+    return max(1, round(c * m))
 
 
 def layers(network: str, size: int, m: float = 1.0) -> list[str]:

@@ -71,7 +71,11 @@ def grouped_md(doc: dict) -> str:
 
 
 def conv_sections(out_dir: Path, spec, doc: dict) -> list:
-    from layerwise.jobs.studies.conv import SEPARABLE_SYMBOLIC, STANDARD_SYMBOLIC, summary_lines
+    from layerwise.jobs.studies.conv import (
+        SEPARABLE_SYMBOLIC,
+        STANDARD_SYMBOLIC,
+        summary_lines,
+    )
     from layerwise.report.html import Section
 
     doc["per_layer_symbolic"] = {"standard": STANDARD_SYMBOLIC, "separable": SEPARABLE_SYMBOLIC}

@@ -2,8 +2,9 @@
 
 Each finished unit is written at once to ``units/<key>.json`` (atomically), so that
 ``--resume`` skips the units already there and an interrupted sweep loses at most the
-units that were running. ``jobs == 1`` trains in this process with ``threads`` torch
-threads; ``jobs > 1`` starts that many worker processes (spawned: a forked OpenMP runtime
+units that were running (with ``--jobs N`` the running units finish and are kept).
+``jobs == 1`` trains in this process with ``threads`` torch
+threads (default 1, see :data:`DEFAULT_THREADS`); ``jobs > 1`` starts that many worker processes (spawned: a forked OpenMP runtime
 can hang) with ``threads`` threads each and hands them units as they free up.
 """
 
@@ -34,9 +35,17 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
+# Threads per process unless --threads says otherwise. One: on the shared 2-core machine a
+# study ran 24.6x faster with one torch thread than with two (OpenMP threads spin while they
+# wait for each other, and the other thread's core is busy with someone else's work), and
+# one process beat one per core (benchmarks/bench_study_jobs.py, docs/depth.md).
+DEFAULT_THREADS = 1
+
+
 def threads_per_job(jobs: int, threads: int | None = None) -> int:
-    """``threads`` if given, else the cores shared out among ``jobs`` processes (at least 1)."""
-    return threads if threads is not None else max(1, cores() // jobs)
+    """``threads`` if given, else :data:`DEFAULT_THREADS` (never more than the cores shared
+    out among ``jobs`` processes)."""
+    return threads if threads is not None else max(1, min(DEFAULT_THREADS, cores() // jobs))
 
 
 def load_done(run_dir: Path) -> dict[str, dict]:
@@ -83,6 +92,10 @@ def _init_worker(threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
+    if hasattr(os, "setpgrp"):
+        # Out of the terminal's process group: Ctrl-C reaches the main process only, which
+        # lets the running units finish (and keeps them) and starts no new ones.
+        os.setpgrp()
 
 
 def run_units(run_dir: Path, units: list[dict], execute: Callable[[dict], dict], jobs: int = 1, threads: int | None = None,
@@ -125,6 +138,13 @@ def run_units(run_dir: Path, units: list[dict], execute: Callable[[dict], dict],
                         ready, _ = wait(pending, return_when=FIRST_COMPLETED)
                         for fut in ready:
                             finish(pending.pop(fut), fut.result())
+                except KeyboardInterrupt:
+                    for fut in pending:
+                        fut.cancel()  # those not started yet
+                    for fut, unit in pending.items():  # the running ones finish and are kept
+                        if not fut.cancelled():
+                            finish(unit, fut.result())
+                    raise
                 except BaseException:
                     pool.shutdown(wait=False, cancel_futures=True)
                     raise
