@@ -124,3 +124,19 @@ def test_frozen_layers_and_the_ratio():
     assert first_last_ratio([0.01, 0.5, 2.0]) == pytest.approx(200.0)
     assert gradient_norms(weight_layers(model)) == [None, None]  # no backward has run
     assert math.isnan(first_last_ratio([float("nan"), 1.0]) or float("nan"))
+
+
+def test_vanishing_gradients_do_not_underflow_to_zero():
+    # a 32-layer sigmoid MLP's first gradient is ~1e-27: its float32 squares underflow
+    torch.manual_seed(0)
+    model = build("mlp-digits", sizes=(20, *([16] * 32), 3), activation="sigmoid")
+    x, y = torch.randn(8, 20), torch.arange(8) % 3
+    norms = backward_gradient_norms(model, lambda m: F.cross_entropy(m(x), y))
+    model.zero_grad()
+    F.cross_entropy(model(x), y).backward()
+    g = model.hidden[0].linear.weight.grad
+    expected = float(np.sqrt((g.double() ** 2).sum()))
+    assert 0 < expected < 1e-24  # small enough that float32 squares are 0
+    assert float(torch.linalg.vector_norm(g)) == 0.0  # which is what a float32 norm returns
+    assert norms[0] == pytest.approx(expected, rel=1e-9)
+    assert first_last_ratio(norms) > 1e12

@@ -69,9 +69,11 @@ def weight_layers(model: nn.Module, inputs=None) -> list[WeightLayer]:
 
 
 def _norm(ts: list[torch.Tensor]) -> float:
+    # In float64: a vanishing gradient of 1e-27 has squares of 1e-54, which float32 (and its
+    # norm kernels) flush to 0 -- exactly the numbers a depth study must not lose.
     if not ts:
         return float("nan")
-    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t.detach().float()) for t in ts])))
+    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t.detach().double()) for t in ts])))
 
 
 def gradient_norms(layers: list[WeightLayer]) -> list[float | None]:

@@ -40,14 +40,20 @@ def table_rows(doc: dict) -> list[list[str]]:
             fmt_ms(s.get("test_perplexity"), 2) if lm else fmt_ms(s.get("test_accuracy")),
             fmt_ratio(s.get("grad_ratio_init")), s["status"],
         ])
+        if lm:  # equal steps above; here equal training time (the fastest point's total)
+            rows[-1].insert(-2, fmt_ms(s.get("train_loss_at_equal_time")))
     return rows
 
 
 def columns(doc: dict) -> list[str]:
     lm = doc["spec"]["family"] == "gpt"
-    return ["data", "configuration", "depth", "width", "params", "weight_depth", "FLOPs/step", "ms/step", "train loss",
+    cols = ["data", "configuration", "depth", "width", "params", "weight_depth", "FLOPs/step", "ms/step", "train loss",
             "test loss" if not lm else "val loss", "val perplexity" if lm else "test accuracy",
             "‖g_last‖/‖g_first‖ at init", "status"]
+    if lm:
+        t = next((s.get("equal_time_seconds") for s in doc["points"] if s.get("equal_time_seconds")), None)
+        cols.insert(-2, f"train loss at {t:.0f} s of training" if t else "train loss at equal time")
+    return cols
 
 
 def markdown_table(doc: dict) -> str:
