@@ -247,3 +247,49 @@ def test_validation_errors_name_the_field(fields, match):
 def test_groups_must_divide_channels_at_build():
     with pytest.raises(ConfigError, match=r"CNNConfig\.groups: expected a divisor .* 8→8"):
         build("resnet-tiny", device="meta", conv_type="grouped", groups=3)
+
+
+# ---- residual connections and initialisation (the depth study's axes)
+
+_LAYERS = ["conv:8:k3:same", "maxpool:2", "conv:8:k3:same", "conv:8:k3:same", "gap"]
+
+
+def test_plain_cnn_residual_units_add_their_input():
+    from layerwise.analysis import analyze
+
+    torch.manual_seed(0)
+    plain = build("cnn-tiny", layers=_LAYERS, batchnorm=False, in_channels=1, image_size=12)
+    torch.manual_seed(0)
+    res = build("cnn-tiny", layers=_LAYERS, batchnorm=False, in_channels=1, image_size=12, residual=True)
+    assert sum(p.numel() for p in res.parameters()) == sum(p.numel() for p in plain.parameters())
+    x = torch.randn(2, 1, 12, 12)
+    h = res.body[2](res.body[1](res.body[0](x)))  # stem conv → act → pool: 1 → 8 channels, no shortcut
+    h = h + res.body[3][1](res.body[3][0](h))  # conv → act, plus its input
+    h = h + res.body[4][1](res.body[4][0](h))
+    assert torch.allclose(res(x), res.head(res.body[6](res.body[5](h))), atol=1e-6)
+    assert not torch.allclose(res(x), plain(x))
+    assert analyze(res).depth.block_depth == 2 and analyze(res).depth.weight_depth == 4
+
+
+def test_residual_and_init_validation():
+    with pytest.raises(ConfigError, match="CNNConfig.residual: expected false unless some conv keeps its input's shape"):
+        build("cnn-tiny", layers=["conv:8:k3", "gap"], residual=True)
+    with pytest.raises(ConfigError, match="CNNConfig.residual: expected false unless arch is 'plain'"):
+        build("resnet-tiny", residual=True, device="meta")
+    with pytest.raises(ConfigError, match="CNNConfig.init: expected one of default, xavier, kaiming"):
+        build("cnn-tiny", init="orthogonal", device="meta")
+
+
+def test_cnn_initialisations():
+    import math
+
+    torch.manual_seed(0)
+    default = build("cnn-tiny", layers=["conv:64:k3:same", "conv:64:k3:same", "gap"])
+    w = default.body[3].weight.detach()  # conv → BN → act, then the second conv
+    assert float(w.std()) == pytest.approx(math.sqrt(2 / (64 * 9)), rel=0.03)  # torchvision's fan-out normal
+    xavier = build("cnn-tiny", layers=["conv:64:k3:same", "conv:64:k3:same", "gap"], init="xavier")
+    w = xavier.body[3].weight.detach()
+    bound = math.sqrt(6 / (64 * 9 + 64 * 9))  # Glorot & Bengio 2010 with fan = channels × kernel area
+    assert bound * 0.99 < float(w.abs().max()) <= bound
+    assert float(xavier.head.bias.detach().abs().max()) == 0.0
+    assert torch.equal(xavier.body[1].weight.detach(), torch.ones(64))  # BatchNorm starts at γ = 1

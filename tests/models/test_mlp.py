@@ -94,3 +94,59 @@ def test_config_roundtrip(tmp_path):
 def test_validation_names_field(field, value):
     with pytest.raises(ConfigError, match=rf"MLPConfig\.{field}: expected"):
         MLPConfig(**{field: value})
+
+
+# ---- residual connections and initialisation (the depth study's axes)
+
+
+def test_residual_adds_the_input_where_widths_match():
+    import torch
+
+    from layerwise.models import build
+
+    torch.manual_seed(0)
+    plain = build("mlp-digits", sizes=(6, 5, 5, 5, 3))
+    torch.manual_seed(0)
+    res = build("mlp-digits", sizes=(6, 5, 5, 5, 3), residual=True)
+    assert sum(p.numel() for p in res.parameters()) == sum(p.numel() for p in plain.parameters())  # no parameters added
+    x = torch.randn(4, 6)
+    h = res.hidden[0](x)  # 6 -> 5: no shortcut possible
+    h = h + res.hidden[1](h)
+    h = h + res.hidden[2](h)
+    assert torch.allclose(res(x), res.head(h))
+    assert not torch.allclose(res(x), plain(x))
+
+
+def test_residual_needs_equal_widths():
+    import pytest
+
+    from layerwise.errors import ConfigError
+    from layerwise.models import build
+
+    with pytest.raises(ConfigError, match="MLPConfig.residual: expected false unless some hidden layer has equal"):
+        build("mlp-digits", sizes=(64, 32, 10), residual=True)
+    with pytest.raises(ConfigError, match="MLPConfig.init: expected one of default, xavier, kaiming"):
+        build("mlp-digits", init="he")
+
+
+def test_initialisations_follow_their_papers():
+    import math
+
+    import torch
+    from torch import nn
+
+    from layerwise.models import build
+
+    torch.manual_seed(0)
+    default = build("mlp-digits", sizes=(400, 300, 10))
+    torch.manual_seed(0)
+    ref = nn.Linear(400, 300)  # PyTorch's own Linear with the same seed draws the same numbers
+    assert torch.equal(default.hidden[0].linear.weight, ref.weight)
+    xavier = build("mlp-digits", sizes=(400, 300, 10), init="xavier")
+    w = xavier.hidden[0].linear.weight.detach()
+    bound = math.sqrt(6 / (400 + 300))  # Glorot & Bengio 2010, eq. 16
+    assert float(w.abs().max()) <= bound and float(w.abs().max()) > 0.99 * bound
+    assert float(xavier.hidden[0].linear.bias.detach().abs().max()) == 0.0
+    kaiming = build("mlp-digits", sizes=(400, 300, 10), init="kaiming")
+    std = float(kaiming.hidden[0].linear.weight.detach().std())
+    assert std == pytest.approx(math.sqrt(2 / 400), rel=0.02)  # He et al. 2015: Var = 2 / fan_in

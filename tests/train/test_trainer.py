@@ -209,7 +209,8 @@ def test_events_reach_the_callback():
     events = []
     train(_mlp(), ClassificationTask(3), _blobs(), _blobs(seed=1), callback=events.append,
           config=TrainConfig(steps=4, batch_size=16, log_every=2, eval_every=2))
-    assert [e.kind for e in events] == ["start", "step", "step", "log", "eval", "step", "step", "log", "eval", "end"]
+    assert [e.kind for e in events] == ["start", "gradients", "step", "gradients", "step", "log", "eval",
+                                           "gradients", "step", "gradients", "step", "log", "eval", "end"]
     assert events[0].record["trainable_params"] == 8 * 16 + 16 + 16 * 3 + 3
 
 

@@ -64,6 +64,8 @@ class ModuleTrace:
     causal_attention_flops: int = 0  # of those, the masked-out half of causal attention
     # own parameters used as the weight of a product op outside any weight-layer module
     functional_weights: list[str] = field(default_factory=list)
+    first_call: int = -1  # position of this module's first call among all module calls
+    input_depth: int = 0  # weight layers between the model's inputs and this module's inputs (first call)
 
 
 @dataclass
@@ -705,6 +707,7 @@ class _Tracer(TorchFunctionMode):
         self.meta_shapes = _MetaShapes()
         self.values = _KnownValues()
         self.on_meta = any(t.is_meta for t in list(model.parameters()) + list(model.buffers()))
+        self.module_calls = 0
 
     # ----- bookkeeping -------------------------------------------------------
     def _root(self, t: torch.Tensor):
@@ -935,6 +938,9 @@ class _Tracer(TorchFunctionMode):
         if tr.input_shapes is None:
             tr.input_shapes = _shape_of((args, kwargs)) or []
         ins = [t for t in _tensors((args, kwargs), []) if _is_data(t) and self._root(t) is None]
+        if tr.first_call < 0:
+            tr.first_call, tr.input_depth = self.module_calls, self._depth_of(ins)[0]
+        self.module_calls += 1
         scope = self.scopes.get(id(module))
         if scope is not None:
             # depth inside the part is counted from its own inputs

@@ -28,6 +28,12 @@ def run(args) -> int:
         check_run(args.out_dir, "summary", overwrite=args.overwrite)
     shape = parse_shape(args.input_shape) if args.input_shape else None
     dtype = parse_dtype(args.dtype)
+    if args.by == "role":
+        if args.strategy:
+            from layerwise.errors import ConfigError
+
+            raise ConfigError("--strategy: not available with --by role; expected --by layer, kind or block")
+        return _run_roles(args, shape)
     from layerwise.jobs.summary import analyze_finetuned, is_run_dir
 
     analyses, notes = [], []
@@ -98,6 +104,46 @@ def _render(args, analyses, table) -> str:
     return "\n".join(o.rstrip("\n") for o in out) + "\n"
 
 
+def _run_roles(args, shape) -> int:
+    """``--by role``: the input / hidden / output split of each target."""
+    from layerwise.analysis import analyze
+    from layerwise.analysis.roles_view import by_role
+    from layerwise.errors import ConfigError
+    from layerwise.report.roles import render_roles, roles_csv, roles_markdown
+    from layerwise.targets import resolve
+
+    if args.keras or args.plot or args.out_dir:
+        flag = "--keras" if args.keras else ("--plot" if args.plot else "--out-dir")
+        raise ConfigError(f"{flag}: not available with --by role; expected --format table, json, csv or md")
+    views = []
+    for target in args.targets:
+        t = resolve(target, device=args.device)
+        input_shape = shape
+        if input_shape is None and not hasattr(t.model, "example_inputs"):
+            input_shape = [args.batch_size, args.seq_len or 128]
+        a = analyze(t.model, input_shape=input_shape, batch_size=args.batch_size, seq_len=args.seq_len, name=t.name)
+        views.append(by_role(t.model, a, input_shape=input_shape, batch_size=args.batch_size, seq_len=args.seq_len))
+    if args.format == "json":
+        import json
+
+        docs = [v.to_dict() for v in views]
+        text = json.dumps(docs[0] if len(docs) == 1 else docs, indent=2)
+    elif args.format == "csv":
+        text = "\n".join(roles_csv(v) for v in views)
+    elif args.format == "md":
+        text = "\n".join(roles_markdown(v, explain=True) for v in views)
+    else:
+        text = "\n".join(render_roles(v, explain=True) for v in views)
+    text = text.rstrip("\n") + "\n"
+    if args.output:
+        from layerwise.io import atomic_write_text
+
+        atomic_write_text(Path(args.output), text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def register(sub) -> None:
     s = sub.add_parser("summary", help="per-layer parameters, kinds, depths and FLOPs of one or more models")
     s.add_argument("targets", nargs="+", metavar="TARGET",
@@ -111,7 +157,8 @@ def register(sub) -> None:
                    help="decoder sequence length of an encoder-decoder (T5, BART, Marian, Whisper); default --seq-len")
     s.add_argument("--dtype", default=None, metavar="DTYPE",
                    help="weights' dtype: float32, bfloat16 or float16 (default: the config's own dtype, else float32)")
-    s.add_argument("--by", choices=["layer", "kind", "block"], default="layer")
+    s.add_argument("--by", choices=["layer", "kind", "block", "role"], default="layer",
+                   help="rows per layer, layer kind, block, or role (input / hidden / output layers, with formulas)")
     s.add_argument("--show-nesting", type=nonnegative_int, default=None, metavar="N",
                    help="display module-tree rows down to nesting level N (a display limit, not network depth)")
     s.add_argument("--explain", action="store_true", help="show each layer's parameter formula with the numbers substituted")

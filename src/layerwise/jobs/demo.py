@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 from layerwise.analysis import Analysis, analyze
+from layerwise.analysis.roles_view import by_role
 from layerwise.io import atomic_write_text
 from layerwise.models import build
 from layerwise.report import plots, table
@@ -66,19 +67,35 @@ def step_depth(out_dir: Path, emit) -> list[Section]:
     emit("[1/4] Depth and parameters, compared (built on the meta device: no weights are allocated)")
     sections = []
     for group, members in GROUPS.items():
-        analyses = [analyze(build(name, device="meta"), name=name, **kw) for name, kw in members]
+        models = [build(name, device="meta") for name, _ in members]
+        analyses = [analyze(m, name=name, **kw) for m, (name, kw) in zip(models, members)]
+        # the articles' split: input layer, hidden layers, output layer (layerwise summary --by role)
+        views = [by_role(m, a, **kw) for m, a, (_, kw) in zip(models, analyses, members)]
         emit(table.render_comparison(analyses))
-        for a in analyses:
+        for a, v in zip(analyses, views):
             emit(f"  biggest layers of {a.model}: " + "; ".join(biggest_formulas(a, 2)))
+            emit(f"  {a.model} by role: " + ", ".join(f"{r.role} {r.params:,} ({100 * r.share:.1f}%)" for r in v.rows))
         png = plots.plot_comparison(analyses, out_dir / f"params-by-kind-{group}.png")
-        md = _comparison_md(analyses)
+        md = _comparison_md(analyses) + "\n**Input, hidden and output layers**\n\n" + _roles_md(views)
         sections.append(Section(f"Depth and parameters: {', '.join(a.model for a in analyses)}", markdown=md, images=[png],
                                 data=[{"model": a.model, "totals": a.totals.__dict__,
                                        "depth": {k: v for k, v in a.depth.__dict__.items() if k != "channel_depths"},
                                        "by_kind": [k.__dict__ for k in a.by_kind],
-                                       "biggest_layers": biggest_formulas(a, 5)} for a in analyses]))
+                                       "by_role": [r.__dict__ for r in v.rows],
+                                       "biggest_layers": biggest_formulas(a, 5)} for a, v in zip(analyses, views)]))
         analysis_sections(analyses, out_dir / "summaries" / group)
     return sections
+
+
+def _roles_md(views) -> str:
+    """One row per model: the parameters of its input layer(s), hidden layers and output layer."""
+    head = "| model | input | hidden | output | input layers | output layer |\n|---|---:|---:|---:|---|---|\n"
+    rows = []
+    for v in views:
+        cells = [f"{r.params:,} ({100 * r.share:.1f}%)" for r in v.rows]
+        rows.append(f"| {v.model} | " + " | ".join(cells) + f" | {', '.join(f'`{n}`' for n in v.row('input').layers)} | "
+                    f"{', '.join(f'`{n}`' for n in v.row('output').layers)} |")
+    return head + "\n".join(rows) + "\n"
 
 
 def _comparison_md(analyses: list[Analysis]) -> str:

@@ -22,6 +22,12 @@ The stem stays a full conv because it sees only the image's few channels, where 
 depthwise conv would hold a handful of weights; MobileNet-v1 does the same (Table 1).
 1×1 convs (ResNet bottlenecks, shortcuts) are already channel mixers and stay standard.
 
+``residual`` (plain only) adds an identity shortcut around every conv unit whose input
+and output feature maps have the same shape, ``x + f(x)`` with f = conv → [BN] →
+activation (He et al. 2016); ``init`` re-initialises every conv and Linear ("xavier",
+"kaiming", see :data:`layerwise.models.mlp.INITS`) or keeps the family's own ("default":
+He et al.'s fan-out normal for convs, as torchvision does, PyTorch's default for Linears).
+
 Every model returns raw class scores (logits); apply softmax in the loss.
 """
 
@@ -36,7 +42,7 @@ from torch import nn
 
 from layerwise.errors import ConfigError
 from layerwise.models.base import ModelConfig
-from layerwise.models.mlp import ACTIVATIONS, make_activation
+from layerwise.models.mlp import ACTIVATIONS, INITS, init_weights, make_activation
 from layerwise.models.ops import Dropout
 from layerwise.models.registry import register_family, register_preset
 from layerwise.roles import mark_block, set_kind
@@ -224,6 +230,9 @@ class CNNConfig(ModelConfig):
     classifier_pool, classifier_width: vgg: the adaptive pool's output side (7) and the
         width of the two hidden Linears (4096).
     in_channels, num_classes, image_size: input channels, classes, input height = width.
+    residual: plain only: an identity shortcut around each conv unit whose input and output
+        shapes are equal (needs at least one such conv).
+    init: "default" (the family's own), "xavier" or "kaiming" for every conv and Linear.
     """
 
     family: ClassVar[str] = "cnn"
@@ -247,6 +256,8 @@ class CNNConfig(ModelConfig):
     in_channels: int = 3
     num_classes: int = 1000
     image_size: int = 224
+    residual: bool = False
+    init: str = "default"
 
     def __post_init__(self) -> None:
         self.layers = tuple(self.layers)
@@ -274,6 +285,10 @@ class CNNConfig(ModelConfig):
                 getattr(self, name) is None or isinstance(getattr(self, name), bool), name, "null, true or false"
             )
         self.check(self.activation in ACTIVATIONS, "activation", f"one of {', '.join(ACTIVATIONS)}")
+        self.check(isinstance(self.residual, bool), "residual", "true or false")
+        self.check(not self.residual or self.arch == "plain", "residual",
+                   "false unless arch is 'plain' (ResNet has its own shortcuts)")
+        self.check(self.init in INITS, "init", f"one of {', '.join(INITS)}")
         self.check(
             isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0, "dropout", "a number in [0, 1)"
         )
@@ -284,7 +299,10 @@ class CNNConfig(ModelConfig):
         if self.arch == "plain":
             self.check(self.depth == 0, "depth", "0 for arch 'plain' (the layers list sets it)")
             self.check(len(self.layers) > 0, "layers", f"a non-empty list of layer specs: {SPEC_HELP}")
-            self._plain_plan()  # validates every spec and the feature-map sizes
+            plan, _ = self._plain_plan()  # validates every spec and the feature-map sizes
+            if self.residual:
+                self.check(any(d["type"] == "conv" and _next_shape(d, shape) == shape for d, shape in plan), "residual",
+                           "false unless some conv keeps its input's shape (an identity shortcut needs it)")
         elif self.arch == "vgg":
             self.check(self.depth in VGG_STAGES, "depth", f"one of {', '.join(map(str, VGG_STAGES))} for arch 'vgg'")
             self.check(self.image_size >= 32, "image_size", ">= 32 for VGG's five 2×2 max pools")
@@ -450,7 +468,15 @@ def _conv_unit(cfg: CNNConfig, c_in: int, c_out: int, kernel: int, stride: int, 
 
 
 def _init_weights(model: nn.Module) -> None:
-    # He et al. 2015 ("Delving deep into rectifiers") init for convs, as torchvision does.
+    # He et al. 2015 ("Delving deep into rectifiers") init for convs, as torchvision does;
+    # or, with config.init, the chosen scheme for every conv and Linear.
+    if model.config.init != "default":
+        init_weights(model, model.config.init)
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        return
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -459,6 +485,17 @@ def _init_weights(model: nn.Module) -> None:
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+
+
+class ResidualUnit(nn.Sequential):
+    """conv → [BN] → activation with an identity shortcut: ``x + f(x)`` (shapes equal)."""
+
+    def __init__(self, *mods: nn.Module) -> None:
+        super().__init__(*mods)
+        mark_block(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + super().forward(x)  # (B, C, H, W)
 
 
 class _ImageClassifier(nn.Module):
@@ -491,7 +528,11 @@ class PlainCNN(_ImageClassifier):
                 ct = d["conv_type"] or ("standard" if first_conv else conv_type)
                 g = d["groups"] or cfg.groups
                 b = bias if d["bias"] is None else d["bias"]
-                mods += _conv_unit(cfg, shape[0], d["out"], d["kernel"], d["stride"], d["padding"], ct, g, b)
+                unit = _conv_unit(cfg, shape[0], d["out"], d["kernel"], d["stride"], d["padding"], ct, g, b)
+                if cfg.residual and _next_shape(d, shape) == shape:
+                    mods.append(ResidualUnit(*unit))
+                else:
+                    mods += unit
                 first_conv = False
             elif kind == "maxpool":
                 mods.append(nn.MaxPool2d(d["kernel"], d["stride"]))

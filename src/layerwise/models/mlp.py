@@ -1,5 +1,11 @@
 """Multilayer perceptron: Linear → [norm] → activation → [dropout], repeated, then a Linear head.
 
+With ``residual`` every hidden layer whose input and output widths are equal adds its
+input to its output, ``x + f(x)`` (He et al. 2016, "Deep Residual Learning"), so the
+gradient reaches early layers through the identity. ``init`` picks the weight
+initialisation: PyTorch's default, Xavier/Glorot (Glorot & Bengio 2010) or Kaiming/He
+(He et al. 2015).
+
 ``MLPConfig(sizes=(784, 64, 64, 10))`` has three weight layers: two hidden Linears
 (kind "mlp", each one repeated block) and the output Linear (kind "head").
 The output is raw scores unless ``output_activation`` is set (the seed article's
@@ -33,6 +39,25 @@ ACTIVATIONS = {
 }
 OUTPUT_ACTIVATIONS = (*ACTIVATIONS, "softmax")
 NORMS = ("layernorm", "batchnorm")
+# "default": what nn.Linear does (weights and biases U(±1/sqrt(fan_in)), i.e. kaiming_uniform
+# with a=sqrt(5)); "xavier": Glorot & Bengio 2010, U(±sqrt(6/(fan_in + fan_out))), zero biases;
+# "kaiming": He et al. 2015, N(0, 2/fan_in) (the ReLU gain), zero biases.
+INITS = ("default", "xavier", "kaiming")
+
+
+def init_weights(model: nn.Module, init: str) -> None:
+    """Re-initialise every Linear and Conv of ``model`` by ``init`` (one of ``INITS``;
+    "default" leaves the modules' own initialisation)."""
+    if init == "default":
+        return
+    for m in model.modules():
+        if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd)):
+            if init == "xavier":
+                nn.init.xavier_uniform_(m.weight)
+            else:
+                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
 
 
 def make_activation(name: str) -> nn.Module:
@@ -52,6 +77,10 @@ class MLPConfig(ModelConfig):
     dropout: probability after each hidden activation (0 disables it).
     norm: ``None``, "layernorm" or "batchnorm", between each hidden Linear and its activation.
     bias: whether the Linears have biases.
+    residual: each hidden layer with equal input and output widths computes ``x + f(x)``
+        (an identity shortcut around Linear → [norm] → activation → [dropout]); needs at
+        least one such layer.
+    init: weight initialisation, "default" (PyTorch's), "xavier" or "kaiming" (see ``INITS``).
     """
 
     family: ClassVar[str] = "mlp"
@@ -62,6 +91,8 @@ class MLPConfig(ModelConfig):
     dropout: float = 0.0
     norm: str | None = None
     bias: bool = True
+    residual: bool = False
+    init: str = "default"
 
     def __post_init__(self) -> None:
         self.sizes = tuple(self.sizes)
@@ -82,6 +113,16 @@ class MLPConfig(ModelConfig):
         )
         self.check(self.norm is None or self.norm in NORMS, "norm", f"null or one of {', '.join(NORMS)}")
         self.check(isinstance(self.bias, bool), "bias", "true or false")
+        self.check(isinstance(self.residual, bool), "residual", "true or false")
+        if self.residual:
+            widths = self.sizes[:-1]
+            self.check(
+                any(a == b for a, b in zip(widths[:-1], widths[1:])),
+                "residual",
+                "false unless some hidden layer has equal input and output widths (an identity shortcut "
+                f"needs them; sizes are {list(self.sizes)})",
+            )
+        self.check(self.init in INITS, "init", f"one of {', '.join(INITS)}")
 
 
 class MLP(nn.Module):
@@ -103,11 +144,14 @@ class MLP(nn.Module):
             self.hidden.append(mark_block(nn.Sequential(parts)))
         self.head = set_kind(nn.Linear(sizes[-2], sizes[-1], bias=config.bias), "head")
         self.out_act = make_activation(config.output_activation) if config.output_activation else nn.Identity()
+        # which hidden layers add their input (equal widths only)
+        self.shortcut = [config.residual and a == b for a, b in zip(sizes[:-2], sizes[1:-1])]
+        init_weights(self, config.init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: (B, sizes[0])
-        for layer in self.hidden:
-            x = layer(x)  # (B, width)
+        for layer, skip in zip(self.hidden, self.shortcut):
+            x = x + layer(x) if skip else layer(x)  # (B, width)
         return self.out_act(self.head(x))  # (B, sizes[-1])
 
     def example_inputs(self, batch_size: int = 1, seq_len: int | None = None) -> tuple[torch.Tensor]:

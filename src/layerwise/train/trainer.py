@@ -129,9 +129,11 @@ class _DeferredInterrupt:
 class Event:
     """What the loop reports to ``callback``.
 
-    kind: "start" (record: run facts), "step" (every step: loss, lr), "log" (every
-    log_every steps: the full train record), "eval" (validation metrics), "checkpoint"
-    (path), "end" (summary).
+    kind: "start" (record: run facts), "gradients" (every step, after the backward and
+    before clipping and the optimizer step: the parameters' ``.grad`` hold the step's
+    gradients and the weights are the ones they were computed at; loss, lr), "step" (every
+    step, after the update: loss, lr), "log" (every log_every steps: the full train record),
+    "eval" (validation metrics), "checkpoint" (path), "end" (summary).
     """
 
     kind: str
@@ -495,7 +497,7 @@ class Trainer:
                         window_metrics.setdefault(k, []).append(v)
                 else:
                     step_loss, units, grad_norm = self._step(run_model, train_src, step, device, info, ddp, optimizer, params,
-                                                             l1_params, loop, log, lr, mgr)
+                                                             l1_params, loop, log, lr, mgr, total)
                 step += 1
                 loop["step_s"] = float(loop.get("step_s") or 0.0) + time.perf_counter() - t0
                 window_time += time.perf_counter() - t0
@@ -607,7 +609,7 @@ class Trainer:
         return result
 
     def _step(self, run_model, train_src: BatchSource, step: int, device, info, ddp, optimizer, params, l1_params,
-              loop: dict, log: RunLog, lr: float, mgr) -> tuple[float, int, float | None]:
+              loop: dict, log: RunLog, lr: float, mgr, total: int) -> tuple[float, int, float | None]:
         """One supervised optimizer step: ``grad_accum`` micro-batches, the divergence check,
         clipping, the update. Returns (loss, units, grad norm or None)."""
         cfg, task = self.config, self.task
@@ -625,6 +627,9 @@ class Trainer:
             units += task.count(batch)
         step_loss = float(D.mean_over_processes(loss_sum / cfg.grad_accum, info))
         self._check_divergence(step + 1, step_loss, loop, log, lr, mgr)
+        # The step's gradients are complete (and, under DDP, averaged); the weights are
+        # not yet updated: per-layer statistics read them here (layerwise.train.layerstats).
+        self._emit("gradients", step + 1, total, {"loss": step_loss, "lr": lr})
         grad_norm = None
         if cfg.clip_grad_norm is not None:
             grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm))
