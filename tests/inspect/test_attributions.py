@@ -35,6 +35,7 @@ def seed_mlp():
     return net.eval(), task, x[800:], y[800:]
 
 
+@pytest.mark.slow
 def test_integrated_gradients_is_complete_on_the_seed_mlp(seed_mlp):
     net, _, x, _ = seed_mlp
     ig = A.integrated_gradients(net, x[:64], n_steps=64)
@@ -83,6 +84,7 @@ def test_token_attributions_are_complete_through_the_embedding(family):
     assert float(ig.completeness_error.max()) < 0.01
 
 
+@pytest.mark.slow
 def test_permutation_importance_agrees_with_scikit_learn(seed_mlp):
     inspection = pytest.importorskip("sklearn.inspection")
     net, task, x, y = seed_mlp

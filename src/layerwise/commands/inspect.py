@@ -30,7 +30,8 @@ def register(sub) -> None:
                    help="a run directory (or checkpoint), or a model preset / config file (inspected at its initial weights)")
     p.add_argument("--data", help="dataset name or file to inspect it on (default for a run: its own data, test split)")
     p.add_argument("--inputs", nargs="+", metavar="TEXT",
-                   help="your own inputs: texts for token models, comma-separated numbers for tabular ones")
+                   help="your own inputs: texts for token models, comma-separated numbers for tabular ones "
+                        "(a row that starts with a minus sign needs a space in it: '-1, 0.5, 2')")
     p.add_argument("--sections", type=_sections, metavar="LIST",
                    help=f"comma-separated subset of {', '.join(SECTIONS)} (default: every one that applies)")
     p.add_argument("--lr", type=positive_float, help="also the update/weight ratio of one optimizer step at this rate")
@@ -43,7 +44,7 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="initial weights of a preset, data sample, permutations (default 0)")
     p.add_argument("--out-dir", help="run directory (default runs/inspect-NAME)")
     p.add_argument("--overwrite", action="store_true", help="replace the inspect run already in --out-dir")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="a line per stage instead of a progress bar")
     p.set_defaults(func=run)
 
 
@@ -73,7 +74,7 @@ def run(args) -> int:
     out_dir = args.out_dir or default_out_dir(args.source)
     err = stdout_console(stderr=True)
     bar = None
-    if not args.no_progress:
+    if not args.no_progress and err.is_terminal:  # else (a log, CI) one line per stage
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
         bar = Progress(TextColumn("[bold]inspect"), BarColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
@@ -82,7 +83,7 @@ def run(args) -> int:
 
     def progress(stage: str) -> None:
         if bar is None:
-            err.print(f"inspect: {stage}", highlight=False)
+            err.print(f"inspect: {stage}", highlight=False, markup=False)
             return
         if not bar.live.is_started:
             bar.start()
@@ -96,7 +97,7 @@ def run(args) -> int:
                             tokenizer=args.tokenizer, quick=args.quick, seed=args.seed, overwrite=args.overwrite,
                             progress=progress, argv=sys.argv)
     finally:
-        if bar is not None:
+        if bar is not None and bar.live.is_started:
             bar.stop()
     out = stdout_console()
     what = "trained" if doc["trained"] else "initial weights"

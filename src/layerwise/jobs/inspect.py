@@ -414,8 +414,9 @@ def _attributions(subject, batch, task, quick: bool, seed: int) -> dict:
             "mean_abs_attribution": ig.attributions.abs().mean(dim=0).tolist(),
             "attributions": ig.attributions.tolist(), "targets": ig.target,
             "f_x": ig.f_x.tolist(), "f_baseline": ig.f_baseline.tolist(),
-            "convergence_delta": ig.delta.tolist(),
-            "completeness_error_max": float(ig.completeness_error.max()),
+            "convergence_delta": ig.delta.tolist(), "n_steps_used": ig.n_steps,
+            "completeness_checked": ig.checked.tolist(),
+            "completeness_error_max": ig.worst_completeness_error,
         }
         if batch.image_shape is not None:  # pixels: a picture of the attributions, not 784 bars
             shape = batch.image_shape
@@ -455,7 +456,8 @@ def _attributions(subject, batch, task, quick: bool, seed: int) -> dict:
                 "predicted": label(i, o), "target": ig.target[0],
                 "tokens": [[t, float(a)] for t, a in zip(token_pieces(tok, ids[0].tolist()), ig.attributions[0].tolist())],
                 "f_x": float(ig.f_x[0]), "f_baseline": float(ig.f_baseline[0]), "sum": float(ig.sums[0]),
-                "convergence_delta": float(ig.delta[0]), "completeness_error": float(ig.completeness_error[0]),
+                "convergence_delta": float(ig.delta[0]), "n_steps_used": ig.n_steps,
+                "completeness_error": float(ig.completeness_error[0]),
             })
         out["token_importance"] = {"method": f"Integrated Gradients through {emb[0]} (Captum LayerIntegratedGradients)",
                                    "baseline": "every non-special token replaced by the padding token",
@@ -516,6 +518,9 @@ def _attention(subject, batch, inputs_given: bool) -> tuple[dict, dict[str, torc
         length = int(batch.mask[0].sum())
         ids = batch.x[:1, :length]
         extra = {"attention_mask": torch.ones_like(ids)} if "attention_mask" in _params(model) else {}
+    elif inputs_given:  # the user's first text, whole (up to the context length)
+        ids = torch.tensor([tok.encode(batch.texts[0])[: model.config.block_size]], dtype=torch.long)
+        extra = {}
     else:
         ids = batch.x[:1, : min(batch.x.shape[1], 48)]
         extra = {}
@@ -638,6 +643,12 @@ def inspect_model(
         raise ConfigError(f"--optimizer: expected one of {', '.join(OPTIMIZER_NAMES)}, got {optimizer!r}")
     out_dir = Path(out_dir or default_out_dir(source))
     check_run(out_dir, "inspect", overwrite=overwrite)
+    if asked and "attention" in asked and not _is_path(source):  # refused before any data loads
+        from layerwise.models.ops import NO_ATTENTION, attention_modules
+        from layerwise.models.registry import build
+
+        if not attention_modules(build(source, device="meta")):
+            raise ConfigError(f"--sections attention: {NO_ATTENTION}")
     if quick:
         batch_size = min(batch_size, 16)
     t0 = time.perf_counter()
@@ -785,8 +796,10 @@ def _sections(out_dir: Path, doc: dict, extra: dict) -> list:
             img = P.plot_feature_bars(ig["features"], ig["mean_abs_attribution"], None, out_dir / "attributions-ig.png",
                                       f"Integrated Gradients: mean |attribution| over {ig['examples']} examples",
                                       "mean |attribution|")
-        md = (f"Baseline: {ig['baseline']}; {ig['n_steps']} integration steps. Completeness: the attributions of each "
-              f"example sum to f(x) − f(baseline) within {100 * ig['completeness_error_max']:.3f}% "
+        md = (f"Baseline: {ig['baseline']}; {ig['n_steps_used']} integration steps (doubled from {ig['n_steps']} until "
+              "complete within 1%, at most 4096). Completeness: the attributions of each example sum to f(x) − f(baseline) "
+              f"within {100 * ig['completeness_error_max']:.3f}% (examples whose difference is under 0.1% of the largest "
+              "are not judged) "
               f"(largest Captum convergence delta {max(abs(d) for d in ig['convergence_delta']):.2e}).")
         secs.append(Section("Integrated Gradients", markdown=md, images=[img],
                             data={k: ig[k] for k in ig if k not in ("attributions", "features", "mean_abs_attribution")
