@@ -394,6 +394,12 @@ def _attributions(subject, batch, task, quick: bool, seed: int) -> dict:
     steps = 16 if quick else 64
 
     def fwd(x, *extra):
+        """Class scores; a one-logit binary classifier's logit z becomes (−z, z), the log-odds of
+        each class, so that the predicted class's score is attributed whichever class it is."""
+        out = _call(model, task, x, extra[0] if extra else None)
+        return torch.cat([-out, out], dim=1) if out.shape[1] == 1 else out
+
+    def raw(x, *extra):
         return _call(model, task, x, extra[0] if extra else None)
 
     def label(j: int, out_row: torch.Tensor) -> str:
@@ -407,7 +413,7 @@ def _attributions(subject, batch, task, quick: bool, seed: int) -> dict:
     if batch.kind == "tabular":
         n = min(len(batch.x), 8 if quick else 32)
         x = batch.x[:n]
-        ig = A.integrated_gradients(fwd, x, n_steps=steps)
+        ig = A.integrated_gradients(fwd, x, n_steps=steps, max_steps=256 if quick else 4096)
         feats = [f"x{j + 1}" for j in range(x.shape[1])]
         out["integrated_gradients"] = {
             "baseline": "all-zero features", "n_steps": steps, "examples": n, "features": feats,
@@ -442,15 +448,20 @@ def _attributions(subject, batch, task, quick: bool, seed: int) -> dict:
         special = _special_ids(tok)
         rows = []
         n = min(len(batch.x), 4 if quick else 8)
-        for i in range(n):
+        with torch.no_grad():
+            pred = fwd(batch.x, batch.mask).argmax(dim=1)  # (B,)
+        by_class = [[i for i in range(len(pred)) if int(pred[i]) == c] for c in sorted(set(pred.tolist()))]
+        order = [i for group in zip(*by_class) for i in group] if len(by_class) > 1 else by_class[0]
+        order += [i for i in range(len(pred)) if i not in order]  # every predicted class shown, in turn
+        for i in sorted(order[:n]):
             length = int(batch.mask[i].sum())
             ids = batch.x[i:i + 1, :length]
             mask = torch.ones_like(ids)
             base = torch.where(torch.isin(ids, torch.tensor(sorted(special) or [-1])), ids, torch.full_like(ids, pad))
             ig = A.token_attributions(fwd, ids, emb[1], base, n_steps=steps, additional_args=(mask,),
-                                      internal_batch_size=32)
+                                      internal_batch_size=32, max_steps=256 if quick else 4096)
             with torch.no_grad():
-                o = fwd(ids, mask)[0]
+                o = raw(ids, mask)[0]
             rows.append({
                 "text": batch.texts[i], "label": names[int(batch.labels[i])] if batch.labels is not None else None,
                 "predicted": label(i, o), "target": ig.target[0],
@@ -499,6 +510,11 @@ def _feature_shape(model, layer, x) -> tuple:
     return tuple(int(s) for s in shape[:2])
 
 
+def _label(text: str) -> str:
+    """A token as a plot label: whitespace and control characters written out."""
+    return text if text.isprintable() and text.strip() else repr(text)
+
+
 def _pad_id(tok) -> int:
     from layerwise.data.classification import pad_token_id
 
@@ -526,7 +542,7 @@ def _attention(subject, batch, inputs_given: bool) -> tuple[dict, dict[str, torc
         extra = {}
     with torch.no_grad(), record_attention(model) as maps:
         model(ids, **extra)
-    tokens = [t.strip() or repr(t) for t in token_pieces(tok, ids[0].tolist())]
+    tokens = [_label(t.strip() or t) for t in token_pieces(tok, ids[0].tolist())]
     layers = []
     tensors = {}
     for name, calls in maps.items():
@@ -564,7 +580,7 @@ def _weights(subject, batch) -> dict:
         top = [i for i, _ in counts.most_common() if i not in special][:30]
         out["embedding"] = {"layer": emb[0], "shape": list(emb[1].weight.shape),
                             "explained_variance_ratio": proj.explained_variance_ratio,
-                            "labelled": [{"id": i, "token": _token_text(subject.tokenizer, i), "count": counts[i],
+                            "labelled": [{"id": i, "token": _label(_token_text(subject.tokenizer, i)), "count": counts[i],
                                           "pc": proj.coords[i].tolist()} for i in top],
                             "_coords": proj.coords.numpy()}
     return out
