@@ -19,6 +19,8 @@ def run(args) -> int:
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     if args.rank is not None:
         raise ConfigError("--rank: compare runs several strategies; give each LoRA its rank in --strategies (lora:8,lora:16)")
+    if args.adapter:
+        raise ConfigError("--adapter: compare starts every strategy from --model; fold the adapter in with finetune first")
     if args.resume:
         raise ConfigError("--resume: compare does not resume; it reruns every strategy (use --overwrite to replace the report)")
     config = train_config_from_args(args, defaults={"epochs": 2, "steps": None, "batch_size": 32, "out_dir": "runs/compare"})

@@ -8,7 +8,10 @@ from layerwise.errors import ConfigError
 
 def add_finetune_arguments(p) -> None:
     p.add_argument("--model", default="minilm-l6",
-                   help="minilm-l6 | smollm2-135m | a `layerwise pretrain` run directory (default minilm-l6)")
+                   help="minilm-l6 | smollm2-135m | a layerwise run directory (a pretrained LM, or a classifier to "
+                        "fine-tune further) | a local transformers directory (safetensors) (default minilm-l6)")
+    p.add_argument("--adapter", default=None, metavar="PEFT_DIR",
+                   help="a PEFT LoRA adapter directory folded into --model before the strategy applies")
     p.add_argument("--data", default="sms-spam", help="labelled texts: sms-spam, movie-snippets, or a .csv/.jsonl file")
     p.add_argument("--rank", type=int, default=None, help="LoRA rank (with --strategy lora)")
     p.add_argument("--alpha", type=float, default=None, help="LoRA alpha (default 2·rank)")
@@ -53,7 +56,7 @@ def run(args) -> int:
     from layerwise.jobs.finetune import finetune
 
     spec = strategy_spec(args.strategy, args.rank, args.alpha)
-    from layerwise.jobs.finetune import default_lr
+    from layerwise.finetune import default_lr
     from layerwise.finetune.strategies import parse_strategy
 
     parse_strategy(spec)
@@ -64,7 +67,7 @@ def run(args) -> int:
         r = finetune(args.model, args.data, spec, config, lora_targets=args.targets.split(",") if args.targets else None,
                      lora_dropout=args.lora_dropout, max_len=args.max_len, val=args.val, test=args.test,
                      train_fraction=args.train_fraction, positive=args.positive, cache=not args.no_cache and "auto",
-                     callback=progress, resume=args.resume, overwrite=args.overwrite)
+                     callback=progress, resume=args.resume, overwrite=args.overwrite, adapter=args.adapter)
     finally:
         progress.close()
     print(f"{spec}: trains {r.trainable:,} of {r.params_base:,} base parameters "

@@ -45,14 +45,19 @@ DATA_HINT = "pass --data D (a dataset name or file) or --inputs TEXT ... (texts,
 # ---------------------------------------------------------------- what is inspected
 
 
-def load_run_model(path: str | Path) -> tuple[nn.Module, dict, Path]:
-    """(model with its weights, checkpoint state, checkpoint directory) of a run directory or checkpoint.
+def load_run_model(path: str | Path) -> tuple[nn.Module, dict, Path | None, Any]:
+    """(model with its weights, what the run recorded — task, data, train config —, checkpoint
+    directory, tokenizer or None) of a run directory, checkpoint or export directory.
 
-    The one place inspect loads runs (to become ``layerwise.jobs.runs.load_run`` once it lands)."""
-    from layerwise.train.checkpoint import load_model
+    The one place inspect loads runs: :func:`layerwise.jobs.runs.load_run` rebuilds any run
+    (train, pretrain, finetune, export)."""
+    from layerwise.jobs.runs import load_run
+    from layerwise.train.checkpoint import read_state_json
 
-    model, ck = load_model(path)
-    return model, ck.state, ck.path
+    run = load_run(path)
+    state = read_state_json(run.checkpoint) if run.checkpoint is not None else {}
+    state = {**state, "task": run.task, "run_info": {**(state.get("run_info") or {}), "data": run.data}}
+    return run.model, state, run.checkpoint, run.tokenizer
 
 
 @dataclass
@@ -187,8 +192,8 @@ def prepare(source: str, data: str | None, inputs: list[str] | None, batch_size:
     run = _is_path(source) and Path(source).is_dir()
     state: dict = {}
     if run:
-        model, state, ckpt_dir = load_run_model(source)
-        subject = Subject(model, str(source), True, state, ckpt_dir)
+        model, state, ckpt_dir, run_tok = load_run_model(source)
+        subject = Subject(model, str(source), True, state, ckpt_dir, run_tok)
         data = data or (subject.data_info.get("name") if not inputs else None)
     else:
         get_config(source)  # an unknown name or a bad file fails here, before any data loads
@@ -214,10 +219,8 @@ def prepare(source: str, data: str | None, inputs: list[str] | None, batch_size:
         subject.notes.append(f"{source} at its initial weights (seed {seed}): not trained")
         if tok is not None:
             subject.notes.append(f"tokenizer: {spec} ({tok.vocab_size:,} tokens)")
-    elif _input_kind(subject.model) == "token":
-        from layerwise.jobs.training import load_run_tokenizer
-
-        subject.tokenizer = load_run_tokenizer(subject.ckpt_dir)
+    elif _input_kind(subject.model) == "token" and subject.tokenizer is None:
+        raise LayerwiseError(f"{source}: the run reads tokens but holds no tokenizer.json")
     model = subject.model.eval()
     kind = _input_kind(model)
     tok = subject.tokenizer

@@ -14,22 +14,16 @@ Every run directory also holds ``tokenizer.json`` (for text) and ``results.json`
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from layerwise.devices import resolve_device
 from layerwise.errors import ConfigError, LayerwiseError, LoadError
-from layerwise.io import atomic_write_text
 from layerwise.models.base import ModelConfig
 from layerwise.rundir import RunDir, check_run, open_run
 from layerwise.train.checkpoint import (
-    load_checkpoint,
-    load_model,
     read_state_json,
     resolve_checkpoint,
 )
@@ -190,17 +184,6 @@ def _open_run(config: TrainConfig, command: str, resume: bool, overwrite: bool, 
     return open_run(config.out_dir, command, resume=resume, overwrite=overwrite, info=info)
 
 
-def _classification_parts(data: str, val: float, test: float, seed: int):
-    from layerwise.data import check_labels, load_dataset, split
-
-    ds = load_dataset(data)
-    if not hasattr(ds, "label_names"):
-        raise LayerwiseError(f"train: {data!r} is a {type(ds).__name__}; expected labelled texts or images (use pretrain for a corpus)")
-    parts = split(ds, val=val, test=test, seed=seed, stratify=True)
-    check_labels(parts)
-    return ds, parts
-
-
 def train_classifier(
     model: str | ModelConfig | dict,
     data: str,
@@ -215,78 +198,23 @@ def train_classifier(
     callback: Callable[[Event], None] | None = None,
     overwrite: bool = False,
     run: RunDir | None = None,
+    train_fraction: float | None = None,
 ) -> tuple[TrainResult, dict]:
-    """Train an image or text classifier; returns (result, {"val": ..., "test": ...} metrics
-    of the best checkpoint, or of the final weights without a run directory).
+    """Train an image or text classifier built from a preset or config; returns (result,
+    {"val": ..., "test": ...} metrics of the best checkpoint, or of the final weights
+    without a run directory). The one classification job (:func:`layerwise.jobs.classify.classify`).
 
     Text data needs ``tokenizer`` (``bpe:N`` is trained on the training texts) and is cut
     to ``max_len`` tokens. The split (``val``, ``test``) is stratified and fixed by the seed.
     ``positive``: the class (index or name) whose precision/recall/F1 are reported (default:
     class 1 of a two-class problem; macro averages for more classes).
     """
-    from layerwise.data import ImageClassification, encode_classification
+    from layerwise.jobs.classify import classify
 
-    seed_everything(config.seed)
-    _check_run(config, "train", resume, overwrite, run)
-    ds, parts = _classification_parts(data, val, test, config.seed)
-    run_dir = Path(config.out_dir) if config.out_dir is not None else None
-    if isinstance(positive, str):
-        if positive not in ds.label_names:
-            raise ConfigError(f"train: positive class {positive!r} is not a label of {data!r} ({', '.join(ds.label_names)})")
-        positive = ds.label_names.index(positive)
-    cfg = _with_classes(_model_config(model, model_overrides), ds.num_classes)
-    info: dict[str, Any] = {"data": {"name": str(data), "kind": "image" if isinstance(ds, ImageClassification) else "text",
-                                     "val": val, "test": test, "split_seed": config.seed}}
-    if isinstance(ds, ImageClassification):
-        cfg = _with_images(cfg, ds.image_shape)
-        sets = (parts.train, parts.val, parts.test)
-    else:
-        if tokenizer is None:
-            raise ConfigError(f"train: {data!r} holds texts; pass a tokenizer ({TOKENIZER_SPECS})")
-        tok = _run_tokenizer(run_dir, resume) or make_tokenizer(tokenizer, list(parts.train.texts))
-        if hasattr(cfg, "vocab_size"):
-            cfg = _replace(cfg, vocab_size=tok.vocab_size)
-        sets = tuple(encode_classification(p, tok, max_len) for p in (parts.train, parts.val, parts.test))
-        info["tokenizer"] = {"spec": tokenizer, "file": "tokenizer.json", "vocab_size": tok.vocab_size}
-        info["data"]["max_len"] = max_len
-    net = _build(cfg)
-    example = net.example_inputs(1)[0]
-    task = ClassificationTask(ds.num_classes, ds.label_names, positive=positive)
-    if isinstance(ds, ImageClassification) and tuple(example.shape[1:]) != ds.image_shape:
-        if example[0].numel() != parts.train.images[0].numel():
-            raise ConfigError(
-                f"train: the model takes inputs of shape {tuple(example.shape[1:])}, the images are {ds.image_shape}"
-            )
-        task.input_shape = tuple(example.shape[1:])
-    with _open_run(config, "train", resume, overwrite, info, run) as run:
-        if "tokenizer" in info:
-            _save_tokenizer(tok, run_dir)
-        trainer = Trainer(net, task, sets[0], sets[1] if len(parts.val) else None, config, callback, info, run=run)
-        result = trainer.fit(resume=resume)
-        if run_dir is not None and (run_dir / "checkpoints").is_dir():
-            best = resolve_checkpoint(run_dir, prefer="best")
-            load_checkpoint(best, {"model": net})
-        metrics = {
-            "val": trainer.evaluate(sets[1]) if len(parts.val) else None,
-            "test": trainer.evaluate(sets[2]) if len(parts.test) else None,
-        }
-        if run_dir is not None and os.environ.get("RANK", "0") == "0":
-            atomic_write_text(run_dir / "results.json", json.dumps(metrics, indent=2) + "\n")
-    return result, metrics
-
-
-def _run_dir_of(ckpt_dir: Path) -> Path:
-    # checkpoints live in <run>/checkpoints/step-N
-    return ckpt_dir.parent.parent if ckpt_dir.parent.name == "checkpoints" else ckpt_dir.parent
-
-
-def load_run_tokenizer(ckpt_dir: Path):
-    from layerwise.data.tokenizers import load_tokenizer
-
-    for folder in (ckpt_dir, _run_dir_of(ckpt_dir)):
-        if (folder / "tokenizer.json").is_file():
-            return load_tokenizer(folder / "tokenizer.json")
-    raise LoadError(f"{ckpt_dir}: no tokenizer.json in the checkpoint or its run directory")
+    out = classify(model, data, config, tokenizer=tokenizer, max_len=max_len, val=val, test=test,
+                   train_fraction=train_fraction, positive=positive, model_overrides=model_overrides, resume=resume,
+                   overwrite=overwrite, run=run, callback=callback)
+    return out.result, {"val": out.val, "test": out.test}
 
 
 def generate_text(
@@ -300,14 +228,19 @@ def generate_text(
     seed: int = 0,
     device: str = "cpu",
 ) -> list[str]:
-    """Sample continuations of ``prompt`` from a checkpoint (a run directory: its best one)."""
+    """Sample continuations of ``prompt`` from a run (its best checkpoint), a checkpoint or an
+    export directory (:func:`layerwise.jobs.runs.load_run`)."""
+    from layerwise.jobs.runs import load_run
     from layerwise.models.gpt import generate
 
-    resolve_device(device)
-    model, ck = load_model(ckpt, device=device)
-    if not hasattr(model, "make_cache"):
-        raise LayerwiseError(f"{ck.path}: the model ({type(model).__name__}) is not a language model; cannot generate")
-    tok = load_run_tokenizer(ck.path)
+    loaded = load_run(ckpt, device=device)
+    model = loaded.model
+    if loaded.kind != "language_model" or not hasattr(model, "make_cache"):
+        raise LayerwiseError(f"{loaded.checkpoint or loaded.path}: the model ({type(model).__name__}) is not a language "
+                             "model; cannot generate (predict classifies with it)")
+    tok = loaded.tokenizer
+    if tok is None:
+        raise LoadError(f"{loaded.path}: no tokenizer.json in the run directory")
     ids = tok.encode(prompt)
     if not ids:
         raise ConfigError("generate: the prompt encodes to no tokens; give a non-empty prompt")
@@ -367,8 +300,10 @@ def evaluate_run(ckpt: str, data: str | None = None, split: str = "test", device
     if split not in ("train", "val", "test"):
         raise ConfigError(f"eval: split must be train, val or test, got {split!r}")
     same = data is None or str(data) == dinfo.get("name")
-    resolve_device(device)
-    model, _ = load_model(ckpt_dir, device=device)
+    from layerwise.jobs.runs import load_run
+
+    loaded = load_run(ckpt_dir, device=device)
+    model, run_tok = loaded.model, loaded.tokenizer
     task_info = state.get("task") or {}
     ds = load_dataset(name)
     _check_eval_data(ds, name, task_info, dinfo, model)
@@ -380,8 +315,7 @@ def evaluate_run(ckpt: str, data: str | None = None, split: str = "test", device
             if split == "test":
                 split = "val"  # pretraining holds out one part
             ds = getattr(parts, split)
-        tok = load_run_tokenizer(ckpt_dir)
-        source_data = TokenStream.from_corpus(ds, tok)
+        source_data = TokenStream.from_corpus(ds, run_tok)
         task = LanguageModelTask(task_info.get("block_size") or model.config.block_size)
     else:
         if same:
@@ -392,8 +326,7 @@ def evaluate_run(ckpt: str, data: str | None = None, split: str = "test", device
             input_shape=task_info.get("input_shape"),
         )
         if hasattr(ds, "texts"):
-            tok = load_run_tokenizer(ckpt_dir)
-            source_data = encode_classification(ds, tok, dinfo.get("max_len", 64))
+            source_data = encode_classification(ds, run_tok, dinfo.get("max_len", 64))
         else:
             source_data = ds
     trainer = Trainer(model, task, None, None, tcfg.replace(device=device, out_dir=None))

@@ -2,7 +2,8 @@
 
 - :class:`Trainer` / :func:`train`: the loop (``trainer.py``);
 - :class:`TrainConfig`: every option, validated and serialisable (``config.py``);
-- :class:`LanguageModelTask`, :class:`ClassificationTask`: batches -> loss and metrics (``tasks.py``);
+- :class:`LanguageModelTask`, :class:`ClassificationTask`, :class:`Seq2SeqTask`: batches -> loss and
+  metrics (``tasks.py``);
 - :func:`make_optimizer`, :class:`LRSchedule`: optimizers and schedules, usable without the
   loop (GAN, DQN) (``optim.py``);
 - checkpoints (``checkpoint.py``), metrics (``metrics.py``), run logs (``runlog.py``),
@@ -27,8 +28,10 @@ from layerwise.train.config import EarlyStopping, TrainConfig
 from layerwise.train.metrics import (
     classification_metrics,
     confusion_matrix,
+    SequenceMeter,
     perplexity,
     precision_recall_f1,
+    sequence_matches,
 )
 from layerwise.train.optim import LRSchedule, l1_penalty, make_optimizer, split_decay
 from layerwise.train.perf import matmul_peak_flops, train_flops
@@ -37,6 +40,8 @@ from layerwise.train.tasks import (
     BatchSource,
     ClassificationTask,
     LanguageModelTask,
+    PairBatches,
+    Seq2SeqTask,
     Task,
     TensorBatches,
     TokenBatches,
@@ -61,7 +66,10 @@ __all__ = [
     "LRSchedule",
     "LanguageModelTask",
     "NonFiniteLossError",
+    "PairBatches",
     "RunLog",
+    "Seq2SeqTask",
+    "SequenceMeter",
     "Task",
     "TensorBatches",
     "TokenBatches",
@@ -83,6 +91,7 @@ __all__ = [
     "save_checkpoint",
     "save_weights",
     "seed_everything",
+    "sequence_matches",
     "split_decay",
     "train",
     "train_flops",
