@@ -81,7 +81,7 @@ def test_tabular_inputs_health_attributions_and_the_run_directory(tmp_path, caps
     assert "permutation_importance" not in doc["attributions"]  # --inputs have no labels
     assert json.loads((out_dir / "run.json").read_text())["command"] == "inspect"
     assert (out_dir / "report.html").stat().st_size > 10_000
-    assert "hidden.0.linear" in out and "run directory:" in out
+    assert "Per-layer health" in out and "run directory:" in out
     # the directory now belongs to that run: a second one is refused, then replaced with --overwrite
     code, _, err = _run(args, capsys)
     assert code == 2 and "--overwrite" in err
