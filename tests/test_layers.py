@@ -16,7 +16,7 @@ SRC = Path(layerwise.__file__).parent
 LAYERS = [
     {"errors", "roles", "io", "rundir", "devices", "packages", "gguf_reader", "vocab"},
     {"models", "scratch"},
-    {"analysis"},
+    {"analysis", "inspect"},
     {"data"},
     {"pretrained", "targets"},
     {"train", "envs"},

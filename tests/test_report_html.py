@@ -50,6 +50,19 @@ def test_html_escapes_text():
     assert "</script>\"" not in page
 
 
+def test_highlighted_tokens_are_escaped_and_survive_the_manifest(tmp_path):
+    from layerwise.report.html import sections_for_run_dir, write_manifest
+
+    hl = [{"label": "spam <b>", "tokens": [["Free", 2.0], [" <script>", -1.0], [" win", 0.5]]}]
+    write_manifest(tmp_path, "t", [Section("Token importance", highlights=hl)])
+    _, (sec,) = sections_for_run_dir(tmp_path)
+    assert sec.highlights == hl
+    page = render_html("t", [sec])
+    assert page.count("<span style=") == 3 and "&lt;script&gt;" in page and "<script>" not in page.split("<body>")[1]
+    assert "rgba(214,39,40,1.00)" in page  # the largest positive score in full red
+    assert "rgba(31,119,180,0.50)" in page  # half the largest, negative: half-strength blue
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not browser.available(), reason="Debian chromium and chromium-driver are installed by `make test`")
 def test_report_renders_in_headless_chromium(summary_run, tmp_path):

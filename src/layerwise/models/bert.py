@@ -28,7 +28,7 @@ from torch import nn
 
 from layerwise.errors import InputShapeError
 from layerwise.models.base import ModelConfig
-from layerwise.models.ops import Dropout, Tokens, attention, has_values
+from layerwise.models.ops import Dropout, Tokens, attention, attention_with_probs, has_values
 from layerwise.models.registry import register_family, register_preset
 from layerwise.roles import mark_block, set_kind
 
@@ -204,7 +204,14 @@ class BertEmbeddings(nn.Module):
 
 
 class BertSelfAttention(nn.Module):
-    """Multi-head self-attention with separate query, key and value projections, and the output dense."""
+    """Multi-head self-attention with separate query, key and value projections, and the output dense.
+
+    Inside :class:`layerwise.models.ops.record_attention` it forms the probabilities
+    explicitly and keeps them in ``attention_probs`` (B, n_head, T, T); otherwise it runs
+    SDPA's fused kernel."""
+
+    keep_attention = False  # set per instance by record_attention only
+    attention_probs: torch.Tensor | None = None
 
     def __init__(self, config: BertConfig):
         super().__init__()
@@ -231,7 +238,10 @@ class BertSelfAttention(nn.Module):
 
         q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))  # (B, nh, T, hs)
         p = self.attention_dropout if self.training else 0.0
-        y = attention(q, k, v, key_mask, dropout_p=p)  # (B, nh, T, hs)
+        if self.keep_attention:
+            y, self.attention_probs = attention_with_probs(q, k, v, key_mask, dropout_p=p)
+        else:
+            y = attention(q, k, v, key_mask, dropout_p=p)  # (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
         if tokens is not None:
             y = tokens.unpad(y)  # (N, C)

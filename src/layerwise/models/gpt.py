@@ -40,7 +40,7 @@ from torch import nn
 
 from layerwise.errors import ConfigError, InputShapeError
 from layerwise.models.base import ModelConfig
-from layerwise.models.ops import Dropout, Tokens, attention, grouped_mm, has_values
+from layerwise.models.ops import Dropout, Tokens, attention, attention_with_probs, grouped_mm, has_values
 from layerwise.models.registry import register_family, register_preset
 from layerwise.roles import mark_block, mark_experts, set_kind
 
@@ -254,7 +254,14 @@ def make_norm(config: GPTConfig) -> nn.Module:
 
 
 class CausalSelfAttention(nn.Module):
-    """Multi-head (or grouped-query) causal self-attention with optional RoPE and KV cache."""
+    """Multi-head (or grouped-query) causal self-attention with optional RoPE and KV cache.
+
+    Inside :class:`layerwise.models.ops.record_attention` it forms the probabilities
+    explicitly and keeps them in ``attention_probs`` (B, n_head, T, past+T); otherwise it
+    runs SDPA's fused kernel."""
+
+    keep_attention = False  # set per instance by record_attention only
+    attention_probs: torch.Tensor | None = None
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
@@ -307,14 +314,11 @@ class CausalSelfAttention(nn.Module):
         mask = None
         if past and T > 1:  # new queries see every cached position and the new ones up to themselves
             mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)  # (T, past+T)
-        y = attention(
-            q,
-            k,
-            v,
-            mask,
-            dropout_p=self.attn_dropout if self.training else 0.0,
-            is_causal=past == 0 and T > 1,
-        )  # (B, nh, T, hs)
+        p = self.attn_dropout if self.training else 0.0
+        if self.keep_attention:
+            y, self.attention_probs = attention_with_probs(q, k, v, mask, dropout_p=p, is_causal=past == 0 and T > 1)
+        else:
+            y = attention(q, k, v, mask, dropout_p=p, is_causal=past == 0 and T > 1)  # (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, self.q_dim)  # (B, T, nh*hs)
         if tokens is not None:
             y = tokens.unpad(y)  # (N, nh*hs)

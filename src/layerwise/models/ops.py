@@ -199,3 +199,82 @@ def _grouped_mm_backward(ctx, grad):
 
 
 grouped_mm.register_autograd(_grouped_mm_backward, setup_context=_grouped_mm_setup)
+
+
+# ---------------------------------------------------------------- attention probabilities (inspection only)
+#
+# Training and inference take the fused path above (SDPA), which never forms the
+# probabilities. An attention module that can show them has ``keep_attention = False`` as a
+# class attribute; :func:`record_attention` sets it on a model's attention modules for the
+# duration of a ``with`` block, and each of them then runs :func:`attention_with_probs` and
+# keeps its probabilities (B, h, T, S) in ``attention_probs``. Outside the block nothing
+# changes: the default forward is the fast one.
+
+NO_ATTENTION = "no attention layers in this model (attention maps are for the GPT and BERT families)"
+
+
+def attention_with_probs(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    dropout_p: float = 0.0,
+    is_causal: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """What :func:`attention` computes, with the weights formed explicitly: (output (B, h, T, d),
+    probabilities (B, h, T, S) in float32, before dropout). Rows of keys a query may see sum to 1;
+    a query that may see no key gets a row of zeros (SDPA gives NaN there)."""
+    dtype = q.dtype
+    qf, kf, vf = q.float(), k.float(), v.float()
+    T, S = q.shape[-2], k.shape[-2]
+    scores = torch.matmul(qf, kf.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1]))  # (B, h, T, S)
+    if is_causal:
+        causal = torch.ones(T, S, dtype=torch.bool, device=q.device).tril()  # (T, S)
+        mask = causal if mask is None else mask & causal
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    probs = torch.softmax(scores, dim=-1)  # (B, h, T, S)
+    if mask is not None:
+        probs = probs.nan_to_num(0.0)
+    y = torch.matmul(dropout(probs, dropout_p), vf).to(dtype)  # (B, h, T, d)
+    return y, probs
+
+
+def attention_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """(qualified name, module) of every attention module that can keep its probabilities, in module order."""
+    return [(name, m) for name, m in model.named_modules() if hasattr(type(m), "keep_attention")]
+
+
+class record_attention:  # noqa: N801 - used as a context manager, like torch.no_grad
+    """``with record_attention(model) as maps: model(x)`` → ``maps`` is {module name: [probs (B, h, T, S)
+    of each call]}, in module order. The modules go back to the fast path on exit, whatever happens.
+    Raises :class:`~layerwise.errors.ConfigError` "no attention layers in this model" for a model
+    without any."""
+
+    def __init__(self, model: nn.Module) -> None:
+        from layerwise.errors import ConfigError
+
+        self.modules = attention_modules(model)
+        if not self.modules:
+            raise ConfigError(NO_ATTENTION)
+        self.maps: dict[str, list[torch.Tensor]] = {name: [] for name, _ in self.modules}
+        self._hooks: list = []
+
+    def __enter__(self) -> dict[str, list[torch.Tensor]]:
+        for name, m in self.modules:
+            m.keep_attention = True
+            self._hooks.append(m.register_forward_hook(self._keep(name)))
+        return self.maps
+
+    def _keep(self, name: str):
+        def hook(module, args, output):
+            self.maps[name].append(module.attention_probs.detach())
+            module.attention_probs = None
+        return hook
+
+    def __exit__(self, *exc) -> None:
+        for h in self._hooks:
+            h.remove()
+        for _, m in self.modules:
+            m.__dict__.pop("keep_attention", None)  # back to the class attribute (False)
+            m.attention_probs = None

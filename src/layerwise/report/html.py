@@ -38,6 +38,9 @@ pre{background:#f3f5f7;padding:10px;overflow:auto;font-size:12px;max-height:420p
 figure{margin:10px 0} figcaption{font-size:12px;color:#58636e}
 details summary{cursor:pointer;color:#18324a}
 .note{color:#58636e;font-size:13px}
+.tokens{line-height:1.9;font-family:ui-monospace,Menlo,Consolas,monospace;font-size:13px;margin:6px 0 12px}
+.tokens span{padding:1px 0;border-radius:2px;white-space:pre-wrap}
+.tokens b{font-family:system-ui,sans-serif;font-weight:600;margin-right:8px}
 """
 
 
@@ -48,6 +51,9 @@ class Section:
     images: list[Path] = field(default_factory=list)
     data: dict | list | None = None
     preformatted: str = ""  # e.g. a terminal table or generated text
+    # Highlighted texts: [{"label": "spam (p 0.98)", "tokens": [[text, score], ...]}]; a token's
+    # background is red for a positive score, blue for a negative one, its strength |score| / max |score|.
+    highlights: list[dict] = field(default_factory=list)
 
     @property
     def anchor(self) -> str:
@@ -63,6 +69,20 @@ def _img(path: Path) -> str:
     return f'<figure><img alt="{cap}" src="data:image/png;base64,{data}"><figcaption>{cap}</figcaption></figure>'
 
 
+def _highlights(items: list[dict]) -> str:
+    out = []
+    for item in items:
+        tokens = item.get("tokens") or []
+        top = max((abs(float(v)) for _, v in tokens), default=0.0) or 1.0
+        spans = []
+        for text, v in tokens:
+            a = min(1.0, abs(float(v)) / top)
+            rgb = "214,39,40" if float(v) > 0 else "31,119,180"
+            spans.append(f"<span style='background:rgba({rgb},{a:.2f})' title='{float(v):.4g}'>{html.escape(str(text))}</span>")
+        out.append(f"<p class='tokens'><b>{html.escape(str(item.get('label', '')))}</b>{''.join(spans)}</p>")
+    return "\n".join(out)
+
+
 def render_html(title: str, sections: list[Section], subtitle: str = "") -> str:
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
@@ -76,6 +96,8 @@ def render_html(title: str, sections: list[Section], subtitle: str = "") -> str:
             parts.append(_md.render(s.markdown))
         if s.preformatted:
             parts.append(f"<pre>{html.escape(s.preformatted)}</pre>")
+        if s.highlights:
+            parts.append(_highlights(s.highlights))
         parts += [_img(p) for p in s.images]
         if s.data is not None:
             text = json.dumps(s.data, indent=2, default=str)
@@ -103,6 +125,7 @@ def write_manifest(run_dir: str | Path, title: str, sections: list[Section]) -> 
                 "preformatted": s.preformatted,
                 "images": [str(Path(p).resolve().relative_to(run_dir.resolve())) for p in s.images],
                 "data": s.data,
+                **({"highlights": s.highlights} if s.highlights else {}),
             }
             for s in sections
         ],
@@ -133,7 +156,7 @@ def sections_for_run_dir(run_dir: str | Path) -> tuple[str, list[Section]]:
             doc = json.loads(manifest.read_text())
             return doc["title"], [
                 Section(s["title"], s.get("markdown", ""), [run_dir / p for p in s.get("images", [])], s.get("data"),
-                        s.get("preformatted", ""))
+                        s.get("preformatted", ""), s.get("highlights") or [])
                 for s in doc["sections"]
             ]
         except (json.JSONDecodeError, KeyError, TypeError) as e:
