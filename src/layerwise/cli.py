@@ -28,7 +28,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from layerwise import __version__
+
     p = _Parser(prog="layerwise", description="How deep is this network, and where do its trainable parameters live?")
+    p.add_argument("--version", action="version", version=f"layerwise {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name in COMMANDS:
         try:

@@ -11,8 +11,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from layerwise.report.plan import comparison_table, compute_table, inference_table, measurement_table, plan_table, plot_plans, render
-
 
 def run(args) -> int:
     import dataclasses
@@ -20,6 +18,7 @@ def run(args) -> int:
 
     import torch
 
+    from layerwise.report.plan import comparison_table, compute_table, inference_table, measurement_table, plan_table, plot_plans, render
     from layerwise.analysis.plan import COMPARE_STRATEGIES, compare_strategies, measure, plan, plan_inference
     from layerwise.errors import LayerwiseError
     from layerwise.targets import parse_shape, resolve
