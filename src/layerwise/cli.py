@@ -20,8 +20,25 @@ COMMANDS = ("summary", "models", "plan", "pretrain", "train", "generate", "eval"
             "examples")
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with the default a run uses, unless it has none (None,
+    off, a positional) or the help already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if ("default" in text or not action.option_strings or action.default in (None, False, argparse.SUPPRESS)
+                or isinstance(action, (argparse._HelpAction, argparse._VersionAction))):
+            return text
+        return f"{text} (default: %(default)s)" if text else "default: %(default)s"
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse with layerwise's one-line errors: ``layerwise: error: <what> (see --help)``."""
+    """argparse with layerwise's one-line errors: ``layerwise: error: <what> (see --help)``,
+    and the defaults in ``--help``."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):  # noqa: D401 - argparse's hook
         self.exit(2, f"layerwise: error: {self.prog}: {message} (see {self.prog} --help)\n")

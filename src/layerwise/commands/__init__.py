@@ -16,6 +16,11 @@ def stdout_console(stderr: bool = False):
     return console
 
 
+def count(n: int, word: str) -> str:
+    """'1 step', '2,000 steps': a count with its noun, singular for one."""
+    return f"{n:,} {word}" + ("" if n == 1 else "s")
+
+
 def _number(kind, text: str, low=None, high=None, low_open=False, high_open=False, what: str = ""):
     import argparse
     import math
@@ -56,3 +61,13 @@ def probability(text: str) -> float:
 def fraction(text: str) -> float:
     """argparse type: a number in [0, 1)."""
     return _number(float, text, low=0.0, high=1.0, high_open=True, what="a fraction in [0, 1)")
+
+
+def unit_interval(text: str) -> float:
+    """argparse type: a number in (0, 1]."""
+    return _number(float, text, low=0.0, high=1.0, low_open=True, what="a number in (0, 1]")
+
+
+def open_fraction(text: str) -> float:
+    """argparse type: a number in (0, 1]: a share of the data to use."""
+    return _number(float, text, low=0.0, high=1.0, low_open=True, what="a fraction in (0, 1]")

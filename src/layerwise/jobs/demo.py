@@ -112,7 +112,7 @@ def step_pretrain(out_dir: Path, budget: DemoBudget, emit, progress) -> list[Sec
     sample = generate_text(str(run_dir), prompt="ROMEO:\n", max_new_tokens=budget.sample_tokens, temperature=0.8,
                            top_k=40, seed=0)[0]
     final = result.final or {}
-    emit(f"  validation loss {final.get('loss', float('nan')):.3f} after {result.steps} steps in {result.seconds:.0f} s")
+    emit(f"  validation loss {final.get('loss', float('nan')):.3f} after {result.steps:,} step{'' if result.steps == 1 else 's'} in {result.seconds:.0f} s")
     emit("  sample:\n" + "\n".join("    " + line for line in sample.splitlines()))
     atomic_write_text(run_dir / "sample.txt", sample)
     a = analyze(build(json.loads((run_dir / "config.json").read_text())["model"], device="meta"), name="gpt-baby-char")

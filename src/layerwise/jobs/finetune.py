@@ -24,19 +24,13 @@ import torch
 from torch import nn
 
 from layerwise.errors import ConfigError, LayerwiseError, LoadError
+from layerwise.finetune.defaults import DEFAULT_LR  # noqa: F401  (re-exported: the one table)
 from layerwise.finetune.cache import SuffixModel, cache_prefix, first_trainable_stage, supports_stages
 from layerwise.finetune.strategies import StrategyRecord, apply_strategy
 from layerwise.io import atomic_write_text
 from layerwise.rundir import RunDir, check_run, open_run
 
 PRETRAINED = ("minilm-l6", "smollm2-135m")
-
-# Learning rates that suit each strategy with AdamW (used when none is given): a head
-# on frozen features or a few bias vectors take large steps; LoRA factors and adapters
-# start at zero and take ~1e-3 (Hu et al. 2021 use 2e-4..5e-4 on larger models); whole
-# pretrained layers take the small steps of full fine-tuning (BERT's 2e-5..5e-5).
-DEFAULT_LR = {"head": 5e-3, "bitfit": 5e-3, "lora": 1e-3, "adapter": 1e-3, "top": 2e-4, "full": 5e-5,
-              "train": 1e-3, "freeze": 1e-3}
 
 
 def default_lr(strategy: str) -> float:
@@ -144,12 +138,12 @@ def _planned_peak(model: nn.Module, batch_size: int, seq_len: int, optimizer: st
 
 
 def prepare_data(data: str, tokenizer, max_len: int, val: float, test: float, seed: int,
-                 train_fraction: float | None = None):
+                 train_fraction: float | None = None, options: dict | None = None):
     """(dataset, (train, val, test) encoded): a stratified split, the training part
     optionally subsampled (stratified) to ``train_fraction``."""
     from layerwise.data import TextClassification, check_labels, encode_classification, load_dataset, split
 
-    ds = load_dataset(data)
+    ds = load_dataset(data, **{k: v for k, v in (options or {}).items() if v is not None})
     if not isinstance(ds, TextClassification):
         raise LayerwiseError(f"finetune: {data!r} is a {type(ds).__name__}; expected labelled texts")
     parts = split(ds, val=val, test=test, seed=seed, stratify=True)
@@ -183,6 +177,7 @@ def finetune(
     resume: bool = False,
     overwrite: bool = False,
     run: RunDir | None = None,
+    data_options: dict | None = None,
 ) -> FinetuneResult:
     """Fine-tune ``model`` on ``data`` with ``strategy`` (see :mod:`layerwise.finetune.strategies`).
 
@@ -196,6 +191,9 @@ def finetune(
     parse_strategy(strategy)  # a bad spec fails before anything loads
     if not 0 <= lora_dropout < 1:
         raise ConfigError(f"--lora-dropout: expected a probability in [0, 1), got {lora_dropout}")
+    from layerwise.train.distributed import check_parallel
+
+    check_parallel(config.parallel)
     if config.out_dir is not None and run is None:
         check_run(config.out_dir, "finetune", resume=resume, overwrite=overwrite)
     elif resume and config.out_dir is None:
@@ -204,7 +202,8 @@ def finetune(
     device = "cpu" if config.device == "auto" and not torch.cuda.is_available() else (
         "cuda" if config.device == "auto" else config.device)
     net, tok = load_pretrained_classifier(model, 2, device)  # resized below once the data is known
-    ds, (train, val_set, test_set) = prepared or prepare_data(data, tok, max_len, val, test, config.seed, train_fraction)
+    ds, (train, val_set, test_set) = prepared or prepare_data(data, tok, max_len, val, test, config.seed, train_fraction,
+                                                                           data_options)
     if ds.num_classes != 2:
         net, tok = load_pretrained_classifier(model, ds.num_classes, device)
     if isinstance(positive, str):
@@ -215,8 +214,9 @@ def finetune(
         positive = 1
     torch.manual_seed(config.seed)
     _reset_head(net)
+    # the head is new (reset above): every strategy trains it, as PEFT's sequence classification does
     record: StrategyRecord = apply_strategy(net, strategy, lora_targets=lora_targets, lora_alpha=lora_alpha,
-                                            lora_dropout=lora_dropout)
+                                            lora_dropout=lora_dropout, new_head=True)
     by_kind = _kinds_trainable(net)
     planned = _planned_peak(net, config.batch_size, train.ids.shape[1], config.optimizer, config.precision)
 
@@ -235,6 +235,8 @@ def finetune(
     info = {"finetune": {"model": model, "data": data, "strategy": strategy, "record": record.to_dict(),
                          "cache": cache_info, "max_len": max_len}}
     manifest = {"base": model, "strategy": strategy, "data": {"name": data, "max_len": max_len}}
+    if data_options:
+        manifest["data"]["options"] = {k: str(v) for k, v in data_options.items() if v is not None}
     if run is not None:
         run.update(**manifest)
         scope = contextlib.nullcontext(run)
@@ -244,7 +246,7 @@ def finetune(
         scope = contextlib.nullcontext()
     with scope as run:
         trainer = Trainer(trained_model, task, sets[0], sets[1] if len(val_set.labels) else None, config, callback, info,
-                          run=run)
+                          run=run, params_base=(record.total_base, record.added))
         t0 = time.perf_counter()
         result = trainer.fit(resume=resume)
         seconds = time.perf_counter() - t0
@@ -363,7 +365,8 @@ def compare(model: str, data: str, strategies: list[str], config, out_dir: str |
             max_len: int = 64, val: float = 0.1, test: float = 0.1, train_fraction: float | None = None,
             lora_targets=None, positive=None, cache: bool | str = "auto", keep_runs: bool = False, auto_lr: bool = False,
             on_result: Callable[[FinetuneResult], None] | None = None, callback: Callable | None = None,
-            lora_alpha: float | None = None, lora_dropout: float = 0.0, overwrite: bool = False) -> Comparison:
+            lora_alpha: float | None = None, lora_dropout: float = 0.0, overwrite: bool = False,
+            data_options: dict | None = None) -> Comparison:
     """Run every strategy with the same data, seed and budget; write the report to ``out_dir``
     (a run directory of its own: refused when it holds a run, unless ``overwrite``).
 
@@ -382,10 +385,13 @@ def compare(model: str, data: str, strategies: list[str], config, out_dir: str |
         parse_strategy(s)  # every spec is valid before anything runs
     if not 0 <= lora_dropout < 1:
         raise ConfigError(f"--lora-dropout: expected a probability in [0, 1), got {lora_dropout}")
+    from layerwise.train.distributed import check_parallel
+
+    check_parallel(config.parallel)
     if out_dir is not None:
         check_run(out_dir, "compare", overwrite=overwrite)
     _, tok = load_pretrained_classifier(model, 2, "cpu")
-    prepared = prepare_data(data, tok, max_len, val, test, config.seed, train_fraction)
+    prepared = prepare_data(data, tok, max_len, val, test, config.seed, train_fraction, data_options)
     settings = {"epochs": config.epochs, "steps": config.steps, "batch_size": config.batch_size, "lr": config.lr,
                 "optimizer": config.optimizer, "seed": config.seed, "max_len": max_len,
                 "lr_by_strategy": {s: default_lr(s) for s in strategies} if auto_lr else None,

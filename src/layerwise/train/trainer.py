@@ -184,6 +184,12 @@ class Trainer:
     run: the :class:`~layerwise.rundir.RunDir` a job opened for ``config.out_dir``; without
         it the trainer opens ``out_dir`` itself (:func:`~layerwise.rundir.open_run`), and
         finishes it at the end.
+    notes: what the person starting the run should be told before it trains (a model the
+        job changed to fit the data, ...): in the "start" event and ``TrainResult.notes``.
+    params_base: (base model's parameters, parameters a strategy added) when ``model`` is not
+        the whole model that a "trainable of total" line should count (a fine-tune: LoRA
+        factors added, or only the stages above a cached frozen prefix): the "start" event's
+        ``params`` is then the base model's count, the one denominator of every such line.
     """
 
     def __init__(
@@ -196,6 +202,8 @@ class Trainer:
         callback: Callable[[Event], None] | None = None,
         run_info: dict | None = None,
         run: RunDir | None = None,
+        notes: list[str] | None = None,
+        params_base: tuple[int, int] | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise LayerwiseError(f"Trainer: expected a torch.nn.Module, got {type(model).__name__}")
@@ -209,6 +217,8 @@ class Trainer:
         self.callback = callback
         self.run_info = dict(run_info or {})
         self.run = run
+        self.notes = list(notes or [])
+        self.params_base = params_base
         self.device: torch.device | None = None
 
     # ------------------------------------------------------------------ helpers
@@ -271,6 +281,7 @@ class Trainer:
             raise ConfigError("--resume: needs --out-dir naming the run directory to resume from")
         device_type = "cuda" if cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available()) else "cpu"
         _resolve_device(cfg.device)  # an unusable device fails before anything is written
+        D.check_parallel(cfg.parallel)
         own_run = self.run is None and cfg.out_dir is not None
         if own_run:
             self.run = open_run(cfg.out_dir, "train", resume=resume, overwrite=overwrite, compatible=("*",))
@@ -331,7 +342,7 @@ class Trainer:
 
         run_dir = Path(cfg.out_dir) if cfg.out_dir is not None else None
         run = self.run
-        notes: list[str] = list(run.notes) if run is not None else []
+        notes: list[str] = (list(run.notes) if run is not None else []) + self.notes
         mgr = CheckpointManager(run_dir / "checkpoints", cfg.keep_last) if run_dir is not None else None
         step = 0
         loop: dict[str, Any] = {"best": None, "bad_evals": 0, "elapsed_s": 0.0, "initial_loss": None,
@@ -366,7 +377,8 @@ class Trainer:
             "notes": notes,
             "device": str(device),
             "world_size": info.world_size,
-            "params": n_params,
+            "params": self.params_base[0] if self.params_base else n_params,
+            "params_added": self.params_base[1] if self.params_base else 0,
             "trainable_params": n_train,
             "batches_per_epoch": bpe,
             "flops_per_step": step_flops,
