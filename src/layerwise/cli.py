@@ -40,6 +40,15 @@ class _Parser(argparse.ArgumentParser):
         kwargs.setdefault("formatter_class", _HelpFormatter)
         super().__init__(*args, **kwargs)
 
+    def _get_values(self, action: argparse.Action, arg_strings: list[str]):
+        # An empty value ("--output ''") is never a choice a person makes on purpose: refused
+        # here, once, instead of each command reading it as "not given". A flag whose bare
+        # form means "the default list" (nargs="?", const="") takes it.
+        if ("" in arg_strings and action.type in (None, str) and action.nargs != argparse.REMAINDER
+                and not (action.nargs == "?" and action.const == "")):
+            raise argparse.ArgumentError(action, "expected a value, got an empty string")
+        return super()._get_values(action, arg_strings)
+
     def error(self, message: str):  # noqa: D401 - argparse's hook
         self.exit(2, f"layerwise: error: {self.prog}: {message} (see {self.prog} --help)\n")
 

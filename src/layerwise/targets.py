@@ -113,11 +113,24 @@ def analyze_target(
     trace_forward: bool = True,
 ):
     """Resolve TARGET and analyse it (see :func:`layerwise.analysis.analyze`)."""
+    return resolve_and_analyze(target, input_shape, batch_size, seq_len, device, trace_forward)[1]
+
+
+def resolve_and_analyze(
+    target: str,
+    input_shape=None,
+    batch_size: int = 1,
+    seq_len: int | None = None,
+    device: str = "meta",
+    trace_forward: bool = True,
+):
+    """(Target, its Analysis, the input shape used or None): :func:`analyze_target` keeping the model."""
     from layerwise.analysis import analyze
 
     t = resolve(target, device=device)
     inputs = None
     if input_shape is None and not hasattr(t.model, "example_inputs") and t.source in ("hf-config",):
         input_shape = [batch_size, seq_len or 128]
-    return analyze(t.model, inputs=inputs, input_shape=input_shape, batch_size=batch_size, seq_len=seq_len,
-                   name=t.name, trace_forward=trace_forward)
+    a = analyze(t.model, inputs=inputs, input_shape=input_shape, batch_size=batch_size, seq_len=seq_len,
+                name=t.name, trace_forward=trace_forward)
+    return t, a, input_shape

@@ -50,6 +50,7 @@ class TraceResult:
     output_shape: Any = None
     call_order: list[str] = field(default_factory=list)  # weight layers, first call order
     unattributed_flops: int = 0
+    module_order: list[str] = field(default_factory=list)  # every module called, in first-call (forward) order
 
 
 def _shape_of(x):
@@ -243,6 +244,8 @@ class _Tracer(TorchFunctionMode):
         self.stack.append(name)
         tr = self.result.modules.setdefault(name, ModuleTrace())
         tr.calls += 1
+        if tr.calls == 1:
+            self.result.module_order.append(name)
         if tr.input_shapes is None:
             tr.input_shapes = _shape_of((args, kwargs)) or []
         d = self._in_depth((args, kwargs))
@@ -391,19 +394,23 @@ def _never_unpacked(_x):
 
 
 def trace(model: nn.Module, inputs, block_ids: set[int]) -> TraceResult:
-    """Run ``model`` once on ``inputs`` (a tuple of args, a dict of kwargs, or a tensor)."""
+    """Run ``model`` once on ``inputs`` (a tuple of args, a dict of kwargs, or a tensor): its
+    ``analysis_forward`` when it has one (the whole computation its training step runs)."""
     tracer = _Tracer(model, block_ids)
     was_training = model.training
     tracer.install()
     model.eval()
     try:
+        # A model whose training step runs more than its forward (a GAN: D(G(z))) says so with
+        # analysis_forward, so that every network it trains is traced.
+        run = getattr(model, "analysis_forward", None) or model
         with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(_drop_saved, _never_unpacked), tracer:
             if isinstance(inputs, dict):
-                out = model(**inputs)
+                out = run(**inputs)
             elif isinstance(inputs, (tuple, list)):
-                out = model(*inputs)
+                out = run(*inputs)
             else:
-                out = model(inputs)
+                out = run(inputs)
         tracer.result.output_shape = _shape_of(out)
     except Exception as e:
         raise _shape_error(model, tracer, inputs, e) from None

@@ -11,7 +11,7 @@ import sys
 import types
 import typing
 
-from layerwise.commands import count
+from layerwise.commands import count, finite_float, integer
 from layerwise.errors import ConfigError
 
 
@@ -70,11 +70,13 @@ def add_train_config_arguments(parser: argparse.ArgumentParser, skip: tuple[str,
         if t is bool:
             kw["action"] = argparse.BooleanOptionalAction
         elif f.name == "betas":
-            kw.update(nargs=2, type=float, metavar=("BETA1", "BETA2"))
+            kw.update(nargs=2, type=finite_float, metavar=("BETA1", "BETA2"))
         elif f.name == "early_stopping":
             kw.update(type=str, metavar="METRIC[:MODE[:PATIENCE]]", help=f"e.g. loss:min:5 or f1:max:3 (default: {default})")
-        elif t in (int, float, str):
-            kw["type"] = t
+        elif t in (int, float):
+            kw["type"] = integer if t is int else finite_float
+        elif t is str:
+            kw["type"] = str
         else:
             kw["type"] = str
         g.add_argument(*args, **kw)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from layerwise.commands.finetune import add_finetune_arguments, data_options, lora_targets, positive_class
+from layerwise.commands.finetune import add_finetune_arguments, check_lora_flags, data_options, lora_targets, positive_class
 
 DEFAULT_STRATEGIES = "head,top-2,bitfit,lora:8,adapter:64,full"
 # What a run uses when no training flag is given (its --help shows these; lr: by strategy).
@@ -22,6 +22,8 @@ def run(args) -> int:
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     if args.rank is not None:
         raise ConfigError("--rank: compare runs several strategies; give each LoRA its rank in --strategies (lora:8,lora:16)")
+    if strategies:
+        check_lora_flags(args, strategies)
     if args.resume:
         raise ConfigError("--resume: compare does not resume; it reruns every strategy (use --overwrite to replace the report)")
     config = train_config_from_args(args, defaults=TRAIN_DEFAULTS)

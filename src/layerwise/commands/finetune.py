@@ -49,6 +49,17 @@ def add_finetune_arguments(p, train_defaults: dict | None = None, shown: dict | 
     add_train_config_arguments(p, defaults=train_defaults, shown=shown)
 
 
+def check_lora_flags(args, specs: list[str]) -> None:
+    """--targets, --alpha and --lora-dropout configure LoRA: refused when no strategy has a lora item."""
+    if any(item.split(":")[0] == "lora" for spec in specs for item in spec.split("+")):
+        return
+    for flag, given in (("--targets", args.targets is not None), ("--alpha", args.alpha is not None),
+                        ("--lora-dropout", bool(args.lora_dropout))):
+        if given:
+            what = f"--strategy {specs[0]}" if len(specs) == 1 else f"--strategies {','.join(specs)}"
+            raise ConfigError(f"{flag}: applies to LoRA only; {what} has no lora item")
+
+
 def lora_targets(args) -> list[str] | None:
     if args.targets is None:
         return None
@@ -96,6 +107,7 @@ def run(args) -> int:
     from layerwise.jobs.finetune import finetune
 
     spec = strategy_spec(args.strategy, args.rank, args.alpha)
+    check_lora_flags(args, [spec])
     from layerwise.jobs.finetune import default_lr
     from layerwise.finetune.strategies import parse_strategy
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from layerwise.commands import positive_float, positive_int
+
 
 def run(args) -> int:
     import dataclasses
@@ -23,6 +25,12 @@ def run(args) -> int:
     from layerwise.errors import LayerwiseError
     from layerwise.targets import parse_shape, resolve
 
+    from layerwise.io import PLOT_SUFFIXES, TEXT_SUFFIXES, check_output_file
+
+    if args.output:  # every output is checked before any work is done
+        check_output_file(args.output, TEXT_SUFFIXES, "--output")
+    if args.plot:
+        check_output_file(args.plot, PLOT_SUFFIXES, "--plot")
     target = resolve(args.target, device="meta")
     model = target.model
     shape = parse_shape(args.input_shape) if args.input_shape else None
@@ -101,18 +109,18 @@ def register(sub) -> None:
     s.add_argument("--optimizer", default="adamw",
                    help="adamw, adam, sgd, sgd-momentum, adagrad, rmsprop, rmsprop-momentum (default adamw)")
     s.add_argument("--precision", default="fp32", help="fp32, bf16-mixed, fp16-mixed, bf16-true, fp16-true (default fp32)")
-    s.add_argument("--batch", "--batch-size", dest="batch", type=int, default=1, help="batch size (default 1)")
-    s.add_argument("--seq-len", type=int, default=None, help="sequence length for sequence models")
+    s.add_argument("--batch", "--batch-size", dest="batch", type=positive_int, default=1, help="batch size")
+    s.add_argument("--seq-len", type=positive_int, default=None, help="sequence length for sequence models")
     s.add_argument("--input-shape", help="input shape instead of batch/seq-len, e.g. 8,3,224,224")
     s.add_argument("--grad-checkpointing", action="store_true", help="recompute each block in the backward")
     s.add_argument("--master-weights", action="store_true", help="with bf16-true/fp16-true: fp32 master weights and optimizer state")
     s.add_argument("--device", choices=["cuda", "cpu"], default=None,
                    help="where the step runs: torch's optimizers are foreach on cuda (default), per tensor on cpu")
-    s.add_argument("--tflops", type=float, default=None, help="achieved TFLOP/s, for the time per step")
+    s.add_argument("--tflops", type=positive_float, default=None, help="achieved TFLOP/s, for the time per step")
     s.add_argument("--compare-strategies", nargs="?", const="", default=None, metavar="LIST",
                    help="plan several strategies side by side (default: full,head,top-2,bitfit,lora:8,lora:16,adapter:64)")
     s.add_argument("--inference", action="store_true", help="plan inference instead: weights + KV cache")
-    s.add_argument("--context", type=int, default=None, help="with --inference: positions in the KV cache (default: --seq-len or 2048)")
+    s.add_argument("--context", type=positive_int, default=None, help="with --inference: positions in the KV cache (default: --seq-len or 2048)")
     s.add_argument("--measure", action="store_true",
                    help="also run one real step (on --device, default cuda if available else cpu) and report the error")
     s.add_argument("--format", choices=["table", "json"], default="table")

@@ -11,7 +11,7 @@ def run(args) -> int:
     from layerwise.devices import check_device_name, resolve_device
     from layerwise.io import PLOT_SUFFIXES, TEXT_SUFFIXES, check_output_file
     from layerwise.report import table
-    from layerwise.targets import analyze_target, parse_shape
+    from layerwise.targets import parse_shape, resolve_and_analyze
 
     # every output is checked before any work is done
     if check_device_name(args.device) != "meta":
@@ -25,28 +25,39 @@ def run(args) -> int:
 
         check_run(args.out_dir, "summary", overwrite=args.overwrite)
     shape = parse_shape(args.input_shape) if args.input_shape else None
-    analyses = [
-        analyze_target(t, input_shape=shape, batch_size=args.batch_size, seq_len=args.seq_len, device=args.device)
-        for t in args.targets
-    ]
+    resolved = [resolve_and_analyze(t, input_shape=shape, batch_size=args.batch_size, seq_len=args.seq_len, device=args.device)
+                for t in args.targets]
+    analyses = [a for _, a, _ in resolved]
+    single = len(analyses) == 1 and not args.keras and args.format != "csv" and args.by == "layer"
+    size = None
+    if single and analyses[0].traced:
+        from layerwise.report.sizes import sizes
+
+        t, a, used = resolved[0]
+        size = sizes(t.model, batch_size=args.batch_size, seq_len=args.seq_len, input_shape=used)
     out = []
     if args.format == "json":
         import json
 
         docs = [a.to_dict() for a in analyses]
+        if size is not None:
+            docs[0]["sizes"] = size
         out.append(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2))
     elif args.format == "csv":
-        out += [table.render_csv(a, by=args.by) for a in analyses]
+        out += [table.render_csv(a, by=args.by, order=args.order) for a in analyses]
     elif args.format == "md":
-        out += [table.render_markdown(a, by=args.by, max_nesting=args.show_nesting) for a in analyses]
+        out += [table.render_markdown(a, by=args.by, max_nesting=args.show_nesting, order=args.order, sizes=size)
+                for a in analyses]
     elif args.keras:
         out += [table.render_keras(a) for a in analyses]
     elif len(analyses) > 1:
         out.append(table.render_comparison(analyses))
         if args.explain or args.by != "layer":
-            out += [table.render(a, by=args.by, max_nesting=args.show_nesting, explain=args.explain) for a in analyses]
+            out += [table.render(a, by=args.by, max_nesting=args.show_nesting, explain=args.explain, order=args.order)
+                    for a in analyses]
     else:
-        out.append(table.render(analyses[0], by=args.by, max_nesting=args.show_nesting, explain=args.explain))
+        out.append(table.render(analyses[0], by=args.by, max_nesting=args.show_nesting, explain=args.explain,
+                                order=args.order, sizes=size))
     text = "\n".join(o.rstrip("\n") for o in out) + "\n"
     if args.output:
         from layerwise.io import atomic_write_text
@@ -77,14 +88,16 @@ def register(sub) -> None:
     s.add_argument("targets", nargs="+", metavar="TARGET",
                    help="preset name, layerwise config (.json/.toml), Hugging Face config.json, or package.module:factory")
     s.add_argument("--input-shape", help="input shape, e.g. 1,3,224,224 (token ids for models that start with an embedding)")
-    s.add_argument("--batch-size", type=positive_int, default=1)
+    s.add_argument("--batch-size", type=positive_int, default=1, help="batch of the traced forward and of the training footprint")
     s.add_argument("--seq-len", type=positive_int, default=None, help="sequence length for language models")
-    s.add_argument("--by", choices=["layer", "kind", "block"], default="layer")
+    s.add_argument("--by", choices=["layer", "kind", "block"], default="layer", help="rows per layer, per layer kind or per block")
+    s.add_argument("--order", choices=["forward", "tree"], default="forward",
+                   help="layer rows in forward (execution) order, or in the module tree's order")
     s.add_argument("--show-nesting", type=nonnegative_int, default=None, metavar="N",
                    help="display module-tree rows down to nesting level N (a display limit, not network depth)")
     s.add_argument("--explain", action="store_true", help="show each layer's parameter formula with the numbers substituted")
     s.add_argument("--keras", action="store_true", help="Keras-style view (BatchNorm moving statistics as non-trainable params)")
-    s.add_argument("--format", choices=["table", "json", "csv", "md"], default="table")
+    s.add_argument("--format", choices=["table", "json", "csv", "md"], default="table", help="JSON keeps exact integers")
     s.add_argument("--plot", metavar="FILE.png", help="stacked trainable/frozen bars (per kind, block or layer)")
     s.add_argument("--output", "-o", metavar="FILE", help="write the report to FILE instead of the terminal")
     s.add_argument("--out-dir", metavar="DIR", help="also write a run directory (tables, JSON, plots) for `layerwise report`")

@@ -309,6 +309,8 @@ def train_classifier(
     if data_options:
         info["data"]["options"] = data_options
     if isinstance(ds, ImageClassification):
+        if tokenizer is not None:
+            raise ConfigError(f"--tokenizer: applies to texts; --data {data} holds images")
         cfg = _with_images(cfg, ds.image_shape)
         sets = (parts.train, parts.val, parts.test)
     else:
