@@ -127,9 +127,20 @@ def _train_config_fields() -> set[str]:
     return {f.name for f in dataclasses.fields(TrainConfig)}
 
 
-# The TrainConfig flags are the same on every command that trains: their possibly valid values
-# (each a 1-step run) are tried on this command only, their refusals on every command.
-VALID_TRAIN_FLAGS_ON = "train"
+# A flag shared by several commands (the TrainConfig flags, finetune's and compare's) has its
+# possibly valid values (each a 1-step run) tried on one command, the first of this order that
+# has it; its refusals are tried on every command.
+OWNER_ORDER = ("train", "pretrain", "finetune", "generate", "eval", "summary", "plan", "report", "compare", "models")
+
+
+def _owners() -> dict[str, str]:
+    owners: dict[str, str] = {}
+    subs = _subcommands()
+    for command in [c for c in OWNER_ORDER if c in subs] + sorted(set(subs) - set(OWNER_ORDER)):
+        for a in subs[command]._actions:
+            if a.option_strings:
+                owners.setdefault(a.dest, command)
+    return owners
 
 
 def cases_for(parser: argparse.ArgumentParser, files: dict, refusals_only: set[str] = frozenset()):
@@ -166,6 +177,13 @@ def _command_line(base: list[str], positionals: list[str], name: str, is_option:
     i = positionals.index(name)
     argv[1 + i] = value
     return argv
+
+
+class _Only:
+    """A parser seen through a filter on its actions."""
+
+    def __init__(self, parser, keep):
+        self._actions = [a for a in parser._actions if keep(a)]
 
 
 def _subcommands():
@@ -234,7 +252,14 @@ def test_bad_values_for_every_flag_are_one_line_errors(command, world, capsys, t
         parsers += [(_example_parser(ex), ["example", ex.name, "--quick", "--no-progress"]) for ex in examples()]
     for k, (p, prefix) in enumerate(parsers):
         positionals = [a.dest for a in p._actions if not a.option_strings and _takes_value(a)]
-        shared = _train_config_fields() if command != VALID_TRAIN_FLAGS_ON else set()
+        if p is parser:
+            owners = _owners()
+            shared = {a.dest for a in p._actions if a.option_strings and owners.get(a.dest) != command}
+        else:  # an example's parser: the TrainConfig flags are fuzzed on the first example only
+            shared = {a.dest for a in p._actions if a.option_strings}
+            if k > 1:
+                train_fields = _train_config_fields() | {"train_config"}
+                p = _Only(p, lambda a: a.dest not in train_fields)
         for i, (name, is_option, nargs, kind, value, refuse) in enumerate(cases_for(p, world["files"], shared)):
             out = str(tmp_path / f"run-{k}-{i}")
             base = base_invocation(command, world, out) if p is parser else None

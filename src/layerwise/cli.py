@@ -80,6 +80,10 @@ def resume_command(argv: list[str]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # torch.profiler's kineto writes "USDT: ... profiler_start" lines to stderr (plan --measure
+    # profiles a CPU step): not for the person reading layerwise's output. Read when the
+    # profiler first starts; a value the user set wins.
+    os.environ.setdefault("KINETO_LOG_LEVEL", "99")
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -180,7 +180,8 @@ class Trainer:
     train_data, val_data: what ``task.make_source`` accepts (a TokenStream, an
         ImageClassification, an EncodedText, a tuple of tensors) or a ready BatchSource.
     callback: called with every :class:`Event` (a progress bar, a test's interrupt).
-    run_info: extra JSON written into config.json and checkpoints (data, tokenizer, ...).
+    run_info: extra JSON written into config.json and checkpoints (data, tokenizer, ...); its
+        ``name``, when given, titles the loss curve.
     run: the :class:`~layerwise.rundir.RunDir` a job opened for ``config.out_dir``; without
         it the trainer opens ``out_dir`` itself (:func:`~layerwise.rundir.open_run`), and
         finishes it at the end.
@@ -528,7 +529,8 @@ class Trainer:
             log.write_csv()
             log.close()
         if main:
-            log.plot(title=f"{(model_config or {}).get('family') or type(base).__name__}: {step} steps")
+            label = self.run_info.get("name") or (model_config or {}).get("family") or type(base).__name__.lstrip("_")
+            log.plot(title=f"{label}: {step:,} step{'' if step == 1 else 's'}")
         history = [r for r in log.records if r.get("split") == "train"]
         evals = [r for r in log.records if r.get("split") == "val"]
         if final is None and evals:
