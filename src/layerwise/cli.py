@@ -44,7 +44,7 @@ class _Parser(argparse.ArgumentParser):
         # An empty value ("--output ''") is never a choice a person makes on purpose: refused
         # here, once, instead of each command reading it as "not given". A flag whose bare
         # form means "the default list" (nargs="?", const="") takes it.
-        if ("" in arg_strings and action.type in (None, str) and action.nargs != argparse.REMAINDER
+        if ("" in arg_strings and action.type in (None, str) and action.nargs not in (argparse.REMAINDER, argparse.PARSER)
                 and not (action.nargs == "?" and action.const == "")):
             raise argparse.ArgumentError(action, "expected a value, got an empty string")
         return super()._get_values(action, arg_strings)

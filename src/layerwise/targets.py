@@ -31,7 +31,7 @@ def _hf_model(path: Path, data: dict, device: str) -> nn.Module:
     try:
         import transformers
     except ImportError:
-        raise LoadError(f"{path}: a Hugging Face config needs the transformers package (pip install transformers)") from None
+        raise LoadError(f"{path}: a Hugging Face config needs the transformers package: pip install 'layerwise[hf]'") from None
     model_type = data.get("model_type")
     if not model_type:
         raise ConfigError(f"{path}: Hugging Face config has no 'model_type' field")

@@ -55,5 +55,6 @@ def register(sub) -> None:
     from layerwise.finetune.defaults import lr_help
 
     p.add_argument("--strategies", default=DEFAULT_STRATEGIES, help="comma-separated strategy specs")
-    add_finetune_arguments(p, TRAIN_DEFAULTS, shown={"lr": lr_help() + " (unless --lr or --train-config gives one)"})
-    p.set_defaults(func=run, train_fraction=TRAIN_FRACTION)
+    add_finetune_arguments(p, TRAIN_DEFAULTS, shown={"lr": lr_help() + " (unless --lr or --train-config gives one)"},
+                           train_fraction=TRAIN_FRACTION)
+    p.set_defaults(func=run)

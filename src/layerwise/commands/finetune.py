@@ -27,7 +27,8 @@ def data_options(args) -> dict:
     return {k: getattr(args, k) for k in ("text_column", "label_column", "labels") if getattr(args, k, None) is not None}
 
 
-def add_finetune_arguments(p, train_defaults: dict | None = None, shown: dict | None = None) -> None:
+def add_finetune_arguments(p, train_defaults: dict | None = None, shown: dict | None = None,
+                           train_fraction: float | None = None) -> None:
     p.add_argument("--model", default="minilm-l6",
                    help="minilm-l6 | smollm2-135m | a `layerwise pretrain` run directory")
     p.add_argument("--data", default="sms-spam", help="labelled texts: sms-spam, movie-snippets, or a .csv/.tsv/.jsonl file")
@@ -40,8 +41,9 @@ def add_finetune_arguments(p, train_defaults: dict | None = None, shown: dict | 
     p.add_argument("--max-len", type=positive_int, default=64, help="texts are cut to this many tokens")
     p.add_argument("--val", type=fraction, default=0.1, help="validation fraction (stratified)")
     p.add_argument("--test", type=fraction, default=0.1, help="test fraction (stratified)")
-    p.add_argument("--train-fraction", type=open_fraction, default=None,
-                   help="train on a stratified subsample of the training split (default: all of it)")
+    p.add_argument("--train-fraction", type=open_fraction, default=train_fraction,
+                   help="train on a stratified subsample of the training split"
+                        + (" (default: all of it)" if train_fraction is None else ""))
     p.add_argument("--positive", default=None, help="class (index or name) for binary F1 (default: class 1)")
     p.add_argument("--no-cache", action="store_true", help="do not cache the frozen prefix's outputs")
     p.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")

@@ -207,6 +207,11 @@ def finetune(
     device = "cpu" if config.device == "auto" and not torch.cuda.is_available() else (
         "cuda" if config.device == "auto" else config.device)
     net, tok = load_pretrained_classifier(model, 2, device)  # resized below once the data is known
+    limit = next((getattr(net.config, f) for f in ("block_size", "max_position", "max_position_embeddings")
+                  if isinstance(getattr(getattr(net, "config", None), f, None), int)), None)
+    if limit is not None and max_len > limit:
+        raise ConfigError(f"--max-len {max_len}: longer than the {display_name(model)} model takes "
+                          f"({limit} positions); give --max-len {limit} or less")
     ds, (train, val_set, test_set) = prepared or prepare_data(data, tok, max_len, val, test, config.seed, train_fraction,
                                                                            data_options)
     if ds.num_classes != 2:

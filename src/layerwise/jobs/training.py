@@ -326,7 +326,7 @@ def train_classifier(
                 notes.append(note)
         info["tokenizer"] = {"spec": tokenizer, "file": "tokenizer.json", "vocab_size": tok.vocab_size}
         info["data"]["max_len"] = max_len
-    why = f"{data} ({ds.num_classes} classes" + (f", images {'×'.join(map(str, ds.image_shape))})"
+    why = f"{Path(str(data)).name} ({ds.num_classes} classes" + (f", images {'×'.join(map(str, ds.image_shape))})"
                                                  if isinstance(ds, ImageClassification) else f", the {tokenizer} tokenizer)")
     note = architecture_note(_model_name(model), asked, cfg, why, ds.num_classes)
     notes[:0] = [note] if note else []
