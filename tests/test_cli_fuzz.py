@@ -127,19 +127,23 @@ def _train_config_fields() -> set[str]:
     return {f.name for f in dataclasses.fields(TrainConfig)}
 
 
-# A flag shared by several commands (the TrainConfig flags, finetune's and compare's) has its
-# possibly valid values (each a 1-step run) tried on one command, the first of this order that
-# has it; its refusals are tried on every command.
+# A flag shared by several commands has its possibly valid values (each a 1-step run) tried on
+# one command, the first of this order that has it; its refusals are tried on every command.
+# Shared: a TrainConfig field, or the same flag defined alike (finetune's and compare's).
 OWNER_ORDER = ("train", "pretrain", "finetune", "generate", "eval", "summary", "plan", "report", "compare", "models")
 
 
-def _owners() -> dict[str, str]:
-    owners: dict[str, str] = {}
+def _flag_key(a: argparse.Action):
+    return a.dest if a.dest in _train_config_fields() else (a.dest, a.help, a.type, a.choices)
+
+
+def _owners() -> dict:
+    owners: dict = {}
     subs = _subcommands()
     for command in [c for c in OWNER_ORDER if c in subs] + sorted(set(subs) - set(OWNER_ORDER)):
         for a in subs[command]._actions:
             if a.option_strings:
-                owners.setdefault(a.dest, command)
+                owners.setdefault(_flag_key(a), command)
     return owners
 
 
@@ -238,7 +242,7 @@ def check(argv, rc, err, refuse) -> str | None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("command", SUBCOMMANDS)
-def test_bad_values_for_every_flag_are_one_line_errors(command, world, capsys, tmp_path, monkeypatch):
+def test_bad_values_for_every_flag_are_one_line_errors(command, world, capsys, tmp_path, monkeypatch, record_property):
     monkeypatch.chdir(tmp_path)  # a value that names a relative path writes here, not in the repository
     parser = _subcommands()[command]
     stats: collections.Counter = collections.Counter()
@@ -254,7 +258,7 @@ def test_bad_values_for_every_flag_are_one_line_errors(command, world, capsys, t
         positionals = [a.dest for a in p._actions if not a.option_strings and _takes_value(a)]
         if p is parser:
             owners = _owners()
-            shared = {a.dest for a in p._actions if a.option_strings and owners.get(a.dest) != command}
+            shared = {a.dest for a in p._actions if a.option_strings and owners.get(_flag_key(a)) != command}
         else:  # an example's parser: the TrainConfig flags are fuzzed on the first example only
             shared = {a.dest for a in p._actions if a.option_strings}
             if k > 1:
@@ -284,6 +288,6 @@ def test_bad_values_for_every_flag_are_one_line_errors(command, world, capsys, t
                 failures.append(f"{' '.join(argv[len(base):] or argv)} [{kind}]: {problem}")
     slow = ", ".join(f"{a} ({t:.1f} s)" for t, a in sorted(slowest, reverse=True)[:3])
     print(f"\nfuzz {command}: {stats['cases']} cases; {dict(stats)}; slowest: {slow}")
-    with open(world["root"] / "corpus-size.txt", "a") as f:
-        f.write(f"{command} {stats['cases']}\n")
+    record_property("fuzz_cases", stats["cases"])  # summed in the session's report (tests/conftest.py)
+    record_property("fuzz_refused", stats["refused"])
     assert not failures, f"{len(failures)} of {stats['cases']} cases failed:\n" + "\n".join(failures)

@@ -172,7 +172,7 @@ def _make_inputs(model: nn.Module, inputs, input_shape, batch_size: int, seq_len
         return make_inputs(model, input_shape)
     if hasattr(model, "example_inputs"):
         return model.example_inputs(batch_size=batch_size, seq_len=seq_len)
-    raise LayerwiseError(f"{type(model).__name__} has no example_inputs(); pass input_shape (e.g. [8, 3, 224, 224]) or inputs")
+    raise LayerwiseError(f"{type(model).__name__} has no example_inputs(); pass --input-shape (e.g. 8,3,224,224)")
 
 
 def _to_param_dtype(inputs, dtype: torch.dtype):
@@ -394,7 +394,7 @@ def plan(
         shapes = input_shape if isinstance(input_shape[0], (list, tuple)) else [input_shape]
         for s in shapes:
             if not all(isinstance(d, int) and d >= 1 for d in s):
-                raise ConfigError(f"input_shape: expected positive integers, got {list(s)}")
+                raise ConfigError(f"--input-shape: expected positive integers, got {list(s)}")
         batch_size = shapes[0][0]
     _check_seq_len(model, seq_len)
     name = name or type(model).__name__

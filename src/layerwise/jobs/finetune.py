@@ -156,7 +156,7 @@ def prepare_data(data: str, tokenizer, max_len: int, val: float, test: float, se
     train = parts.train
     if train_fraction is not None:
         if not 0 < train_fraction <= 1:
-            raise ConfigError(f"finetune: train_fraction must be in (0, 1], got {train_fraction}")
+            raise ConfigError(f"--train-fraction: expected a fraction in (0, 1], got {train_fraction}")
         if train_fraction < 1:
             train = split(train, val=0.0, test=1.0 - train_fraction, seed=seed, stratify=True).train
     encoded = tuple(encode_classification(p, tokenizer, max_len) for p in (train, parts.val, parts.test))
