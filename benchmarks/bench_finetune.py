@@ -107,7 +107,8 @@ def lora_steps(steps: int, batch: int = 32, seq: int = 64, data: str = "random")
 
 
 def cache_speedup(strategy: str, train_fraction: float, epochs: int = 1) -> dict:
-    from layerwise.jobs.finetune import default_lr, finetune
+    from layerwise.finetune import default_lr
+    from layerwise.jobs.finetune import finetune
     from layerwise.train.config import TrainConfig
 
     out = {}
@@ -131,9 +132,9 @@ def smollm2_lora(rounds: int = 2, n_batches: int = 3) -> dict:
 
     import layerwise.models.gpt as gpt
     from layerwise.finetune import apply_strategy
-    from layerwise.jobs.finetune import gpt_classifier_from_lm
+    from layerwise.jobs.runs import gpt_classifier_from_lm
     from layerwise.models.convert import gpt_config_to_hf, gpt_state_dict_to_hf
-    from layerwise.models.gguf import load_smollm2
+    from layerwise.pretrained import load_smollm2
 
     lm, _ = load_smollm2()
     torch.manual_seed(0)

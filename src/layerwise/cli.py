@@ -17,7 +17,7 @@ from pathlib import Path
 from layerwise.errors import LayerwiseError
 
 COMMANDS = ("summary", "models", "plan", "pretrain", "train", "generate", "eval", "finetune", "compare", "report", "demo",
-            "examples")
+            "examples", "predict", "export")
 
 
 class _HelpFormatter(argparse.HelpFormatter):

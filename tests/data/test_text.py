@@ -13,7 +13,7 @@ from layerwise.data import TextCorpus, TokenStream, load_dataset, split
 from layerwise.data import text as text_module
 from layerwise.data.tokenizers import CharTokenizer, gpt2_tokenizer
 from layerwise.errors import ConfigError, LayerwiseError, LoadError
-from layerwise.pretrained import package_dir
+from layerwise.packages import package_dir
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from layerwise.data.tokenizers import (
     train_bpe,
 )
 from layerwise.errors import ConfigError, LayerwiseError, LoadError
-from layerwise.pretrained import package_dir
+from layerwise.packages import package_dir
 
 UNICODE_TEXT = "naïve café — 東京 🤖 Ünïcödé\tTabs  and   spaces\n\nZeilenumbrüche ½ ∑ x² ¿qué?"
 

@@ -15,7 +15,8 @@ def _cache(tmp_path, monkeypatch):
     monkeypatch.setenv("LAYERWISE_CACHE", str(tmp_path / "cache"))
 
 
-def test_the_table_lists_every_example_with_its_target(capsys):
+def test_the_table_lists_every_example_with_its_target(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "400")  # one line per example: no cell wraps
     assert main(["examples"]) == 0
     out = capsys.readouterr().out
     for ex in examples():

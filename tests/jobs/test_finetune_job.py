@@ -52,7 +52,7 @@ def test_compare_writes_the_report(tmp_path):
     (["finetune", "--strategy", "sideways"], "unknown strategy 'sideways'"),
     (["finetune", "--strategy", "lora", "--targets", "q_proj"], "match no Linear layer; candidate layer names:"),
     (["finetune", "--strategy", "top-99"], "top-99: the model has only 6 blocks"),
-    (["finetune", "--model", "no-such-model"], "unknown model 'no-such-model'"),
+    (["finetune", "--model", "no-such-model"], "--model no-such-model: not a built-in pretrained model"),
 ])
 def test_cli_bad_input(capsys, argv, message, tmp_path):
     code = main(argv + ["--steps", "1", "--train-fraction", "0.02", "--out-dir", str(tmp_path / "x"), "--no-progress"])

@@ -9,15 +9,14 @@ import torch
 
 from layerwise.data.tokenizers import tokenizer_from_gguf
 from layerwise.errors import LayerwiseError, LoadError
+from layerwise.gguf_reader import gguf_field, open_gguf
 from layerwise.models import build, get_config
 from layerwise.models.convert import gpt_config_from_hf, load_hf_gpt
 from layerwise.models.gguf import (
     SMOLLM2_PARAMS,
     chat_prompt,
     chat_text,
-    gguf_field,
     llama_config_from_gguf,
-    open_gguf,
     read_gguf_llama,
     smollm2_files,
     unpermute_rope_rows,

@@ -56,7 +56,7 @@ def test_train_classifier_and_eval_agree(tmp_path, capsys):
     [
         (["train", "--model", "mlp-digits", "--data", "digits", "--lr", "-1"], "--lr: expected a number > 0, got -1.0"),
         (["train", "--model", "mlp-digits", "--data", "no-such-set"], "unknown dataset 'no-such-set'"),
-        (["train", "--model", "seed-lstm", "--data", "sms-spam"], "holds texts; pass a tokenizer"),
+        (["train", "--model", "seed-lstm", "--data", "sms-spam"], "holds texts; pass --tokenizer"),
         (["pretrain", "--model", "gpt-nano", "--data", "digits"], "expected a text corpus"),
         (["pretrain", "--model", "gpt-nano", "--data", "shakespeare-1m", "--tokenizer", "bpe:x"], "tokenizer: expected bpe:VOCAB"),
         (["generate", "--ckpt", "/nonexistent/run"], "/nonexistent/run: no such checkpoint or run directory"),

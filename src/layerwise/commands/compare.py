@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from layerwise.commands.finetune import add_finetune_arguments, check_lora_flags, data_options, lora_targets, positive_class
+from layerwise.finetune.grammar import COMPARE_DEFAULT
 
-DEFAULT_STRATEGIES = "head,top-2,bitfit,lora:8,adapter:64,full"
+DEFAULT_STRATEGIES = ",".join(COMPARE_DEFAULT)
 # What a run uses when no training flag is given (its --help shows these; lr: by strategy).
 TRAIN_DEFAULTS = {"epochs": 2, "steps": None, "batch_size": 32, "out_dir": "runs/compare"}
 TRAIN_FRACTION = 0.5
@@ -24,6 +25,8 @@ def run(args) -> int:
         raise ConfigError("--rank: compare runs several strategies; give each LoRA its rank in --strategies (lora:8,lora:16)")
     if strategies:
         check_lora_flags(args, strategies)
+    if args.adapter:
+        raise ConfigError("--adapter: compare starts every strategy from --model; fold the adapter in with finetune first")
     if args.resume:
         raise ConfigError("--resume: compare does not resume; it reruns every strategy (use --overwrite to replace the report)")
     config = train_config_from_args(args, defaults=TRAIN_DEFAULTS)
@@ -52,7 +55,7 @@ def run(args) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("compare", help="compare fine-tuning strategies: trainable parameters per kind, time, memory, F1")
-    from layerwise.finetune.defaults import lr_help
+    from layerwise.commands.finetune import lr_help
 
     p.add_argument("--strategies", default=DEFAULT_STRATEGIES, help="comma-separated strategy specs")
     add_finetune_arguments(p, TRAIN_DEFAULTS, shown={"lr": lr_help() + " (unless --lr or --train-config gives one)"},

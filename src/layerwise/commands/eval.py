@@ -9,9 +9,16 @@ import sys
 def run(args) -> int:
     from layerwise.jobs.training import evaluate_run
 
+    from layerwise.errors import ConfigError
+
+    if args.run and args.ckpt and args.run != args.ckpt:
+        raise ConfigError("eval: give the run once (RUN or --ckpt RUN)")
+    target = args.run or args.ckpt
+    if not target:
+        raise ConfigError("eval: which run? give RUN (a run, checkpoint or export directory)")
     from layerwise.commands.finetune import data_options
 
-    metrics = evaluate_run(args.ckpt, data=args.data, split=args.split, device=args.device, batch_size=args.batch_size,
+    metrics = evaluate_run(target, data=args.data, split=args.split, device=args.device, batch_size=args.batch_size,
                            data_options=data_options(args))
     if args.format == "json":
         sys.stdout.write(json.dumps(metrics, indent=2) + "\n")
@@ -43,7 +50,8 @@ def run(args) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a checkpoint (loss/perplexity, or accuracy/precision/recall/F1)")
-    p.add_argument("--ckpt", required=True, help="run directory (its best checkpoint) or a checkpoint directory")
+    p.add_argument("run", nargs="?", metavar="RUN", help="run directory (its best checkpoint) or a checkpoint directory")
+    p.add_argument("--ckpt", default=None, help="the same as RUN")
     p.add_argument("--data", default=None, help="dataset; default: the one the run was trained on, split as in training")
     p.add_argument("--split", default="test", choices=["train", "val", "test"],
                    help="part of the training data to use (default test; a pretraining run's held-out part is val)")

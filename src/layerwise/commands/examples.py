@@ -53,7 +53,7 @@ def run_one(args) -> int:
     ex = get_example(args.name)
     ns = _example_parser(ex).parse_args(args.rest)
     options = {o.dest: getattr(ns, o.dest) for o in ex.options}
-    train = train_flags_given(ns) if ex.train_flags else {}
+    train = {k: v for k, v in train_flags_given(ns).items() if k not in ("seed", "out_dir")} if ex.train_flags else {}
     if ex.train_flags and getattr(ns, "train_config", None):
         # the file's fields, then the flags: read (and checked) before the example starts
         from layerwise.train.config import TrainConfig

@@ -5,6 +5,7 @@ from __future__ import annotations
 from layerwise.commands import count, fraction, open_fraction, positive_float, positive_int, probability
 from layerwise.commands._training import Progress, add_run_arguments, add_train_config_arguments, train_config_from_args
 from layerwise.errors import ConfigError
+from layerwise.finetune.grammar import SPECS, STRATEGIES
 
 # What a run uses when no training flag is given (its --help shows these; lr: by strategy).
 TRAIN_DEFAULTS = {"epochs": 2, "steps": None, "batch_size": 32}
@@ -27,10 +28,18 @@ def data_options(args) -> dict:
     return {k: getattr(args, k) for k in ("text_column", "label_column", "labels") if getattr(args, k, None) is not None}
 
 
+def lr_help() -> str:
+    """'by --strategy (its first item): full 5e-05, head 0.005, …' for --help, from the strategy grammar."""
+    return "by --strategy (its first item): " + ", ".join(f"{k.syntax.split(':')[0]} {k.default_lr:g}" for k in SPECS.values())
+
+
 def add_finetune_arguments(p, train_defaults: dict | None = None, shown: dict | None = None,
                            train_fraction: float | None = None) -> None:
     p.add_argument("--model", default="minilm-l6",
-                   help="minilm-l6 | smollm2-135m | a `layerwise pretrain` run directory")
+                   help="minilm-l6 | smollm2-135m | a layerwise run directory (a pretrained LM, or a classifier to "
+                        "fine-tune further) | a local transformers directory (safetensors)")
+    p.add_argument("--adapter", default=None, metavar="PEFT_DIR",
+                   help="a PEFT LoRA adapter directory folded into --model before the strategy applies")
     p.add_argument("--data", default="sms-spam", help="labelled texts: sms-spam, movie-snippets, or a .csv/.tsv/.jsonl file")
     add_data_arguments(p)
     p.add_argument("--rank", type=positive_int, default=None, help="LoRA rank (with --strategy lora; default 8)")
@@ -110,7 +119,7 @@ def run(args) -> int:
 
     spec = strategy_spec(args.strategy, args.rank, args.alpha)
     check_lora_flags(args, [spec])
-    from layerwise.jobs.finetune import default_lr
+    from layerwise.finetune import default_lr
     from layerwise.finetune.strategies import parse_strategy
 
     parse_strategy(spec)
@@ -121,7 +130,7 @@ def run(args) -> int:
                      lora_dropout=args.lora_dropout, max_len=args.max_len, val=args.val, test=args.test,
                      train_fraction=args.train_fraction, positive=positive_class(args.positive),
                      cache=not args.no_cache and "auto", callback=progress, resume=args.resume, overwrite=args.overwrite,
-                     data_options=data_options(args))
+                     adapter=args.adapter, data_options=data_options(args))
     finally:
         progress.close()
     print(f"{spec}: trains {r.trainable:,} of {r.params_base:,} base parameters "
@@ -141,9 +150,7 @@ def run(args) -> int:
 def register(sub) -> None:
     p = sub.add_parser("finetune", help="fine-tune a pretrained model with one strategy (head, top-k, bitfit, lora, adapter, full)")
     p.add_argument("--strategy", default="lora",
-                   help="full | head | top-K | bitfit | lora (with --rank) | lora:R[:ALPHA] | adapter:SIZE | "
-                        "freeze:X | train:X | norms, joined with + (default lora)")
-    from layerwise.finetune.defaults import lr_help
-
+                   help=" | ".join(STRATEGIES) + " (joined with +; lora alone takes --rank, default 8). "
+                        + "; ".join(f"{k.syntax}: {k.help}" for k in SPECS.values()))
     add_finetune_arguments(p, TRAIN_DEFAULTS, shown={"out_dir": "runs/finetune-STRATEGY", "lr": lr_help()})
     p.set_defaults(func=run)

@@ -25,16 +25,28 @@ def run(args) -> int:
 
         check_run(args.out_dir, "summary", overwrite=args.overwrite)
     shape = parse_shape(args.input_shape) if args.input_shape else None
-    resolved = [resolve_and_analyze(t, input_shape=shape, batch_size=args.batch_size, seq_len=args.seq_len, device=args.device)
-                for t in args.targets]
-    analyses = [a for _, a, _ in resolved]
-    single = len(analyses) == 1 and not args.keras and args.format != "csv" and args.by == "layer"
+    from layerwise.jobs.summary import analyze_finetuned, is_run_dir
+
+    analyses, notes, resolved = [], [], []
+    for t in args.targets:
+        if args.strategy or is_run_dir(t):
+            a, n = analyze_finetuned(t, strategy=args.strategy, lora_targets=args.targets_lora.split(",") if args.targets_lora
+                                     else None, input_shape=shape, batch_size=args.batch_size, seq_len=args.seq_len,
+                                     device=args.device)
+            analyses.append(a)
+            notes += [f"note: {a.model}: {line}" for line in n]
+        else:
+            target, a, used = resolve_and_analyze(t, input_shape=shape, batch_size=args.batch_size, seq_len=args.seq_len,
+                                                  device=args.device)
+            analyses.append(a)
+            resolved.append((target, used))
+    single = len(analyses) == 1 and len(resolved) == 1 and not args.keras and args.format != "csv" and args.by == "layer"
     size = None
     if single and analyses[0].traced:
         from layerwise.report.sizes import sizes
 
-        t, a, used = resolved[0]
-        size = sizes(t.model, batch_size=args.batch_size, seq_len=args.seq_len, input_shape=used)
+        target, used = resolved[0]
+        size = sizes(target.model, batch_size=args.batch_size, seq_len=args.seq_len, input_shape=used)
     out = []
     if args.format == "json":
         import json
@@ -59,6 +71,8 @@ def run(args) -> int:
         out.append(table.render(analyses[0], by=args.by, max_nesting=args.show_nesting, explain=args.explain,
                                 order=args.order, sizes=size))
     text = "\n".join(o.rstrip("\n") for o in out) + "\n"
+    if notes and args.format in ("table", "md"):
+        text += "\n".join(notes) + "\n"
     if args.output:
         from layerwise.io import atomic_write_text
 
@@ -86,7 +100,8 @@ def run(args) -> int:
 def register(sub) -> None:
     s = sub.add_parser("summary", help="per-layer parameters, kinds, depths and FLOPs of one or more models")
     s.add_argument("targets", nargs="+", metavar="TARGET",
-                   help="preset name, layerwise config (.json/.toml), Hugging Face config.json, or package.module:factory")
+                   help="preset name, layerwise config (.json/.toml), Hugging Face config.json, package.module:factory, "
+                        "or a run directory (the model as trained, fine-tuned rows frozen or trainable)")
     s.add_argument("--input-shape", help="input shape, e.g. 1,3,224,224 (token ids for models that start with an embedding)")
     s.add_argument("--batch-size", type=positive_int, default=1, help="batch of the traced forward and of the training footprint")
     s.add_argument("--seq-len", type=positive_int, default=None, help="sequence length for language models")
@@ -102,5 +117,10 @@ def register(sub) -> None:
     s.add_argument("--output", "-o", metavar="FILE", help="write the report to FILE instead of the terminal")
     s.add_argument("--out-dir", metavar="DIR", help="also write a run directory (tables, JSON, plots) for `layerwise report`")
     s.add_argument("--overwrite", action="store_true", help="replace the run already in --out-dir")
+    s.add_argument("--strategy", default=None,
+                   help="apply a fine-tuning strategy first (lora:8, top-2, head, … joined with +): the table shows "
+                        "trainable and frozen per layer, as fine-tuned")
+    s.add_argument("--lora-targets", dest="targets_lora", default=None,
+                   help="with --strategy lora: LoRA targets, comma-separated (name globs or kinds)")
     s.add_argument("--device", default="meta", help="device to build on (default meta: no weight memory)")
     s.set_defaults(func=run)

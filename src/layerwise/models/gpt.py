@@ -89,6 +89,9 @@ class GPTConfig(ModelConfig):
     # (From Scratch)", ch. 6), returning (B, num_labels).
     head: str = "lm"
     num_labels: int = 2
+    # A bias in the classification Linear; transformers' GPT2/LlamaForSequenceClassification
+    # have none, and a classifier made from a pretrained LM follows them (so it exports).
+    score_bias: bool = True
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -130,6 +133,7 @@ class GPTConfig(ModelConfig):
         self.check(0.0 <= self.dropout < 1.0, "dropout", "a probability in [0, 1)")
         self.check(self.head in GPT_HEADS, "head", f"one of {', '.join(GPT_HEADS)}")
         self.check(isinstance(self.num_labels, int) and self.num_labels >= 1, "num_labels", "an integer >= 1")
+        self.check(isinstance(self.score_bias, bool), "score_bias", "true or false")
 
     @property
     def kv_heads(self) -> int:
@@ -360,7 +364,7 @@ class GPT(nn.Module):
         if config.head == "lm":
             self.lm_head = set_kind(nn.Linear(config.n_embd, config.vocab_size, bias=False), "head")
         else:
-            self.score = set_kind(nn.Linear(config.n_embd, config.num_labels), "head")
+            self.score = set_kind(nn.Linear(config.n_embd, config.num_labels, bias=config.score_bias), "head")
         self._tie_weights()
         self._init_weights()
 

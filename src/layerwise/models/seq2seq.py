@@ -503,3 +503,20 @@ register_preset(
     attention="additive",
     dropout=0.2,
 )
+register_preset(
+    "seq2seq-char",
+    "seq2seq",
+    description=(
+        "Character-level translator for the generated tasks (number words → digits, dates → ISO): "
+        "one shared 40-character vocabulary (set from the data), embed 32, bidirectional GRU encoder "
+        "and GRU decoder of 128, additive attention"
+    ),
+    src_vocab=40,
+    tgt_vocab=40,
+    embed_dim=32,
+    hidden_size=128,
+    num_layers=1,
+    cell="gru",
+    bidirectional_encoder=True,
+    attention="additive",
+)

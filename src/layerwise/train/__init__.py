@@ -2,7 +2,8 @@
 
 - :class:`Trainer` / :func:`train`: the loop (``trainer.py``);
 - :class:`TrainConfig`: every option, validated and serialisable (``config.py``);
-- :class:`LanguageModelTask`, :class:`ClassificationTask`: batches -> loss and metrics (``tasks.py``);
+- :class:`LanguageModelTask`, :class:`ClassificationTask`, :class:`Seq2SeqTask`: batches -> loss and
+  metrics (``tasks.py``);
 - :func:`make_optimizer`, :class:`LRSchedule`: optimizers and schedules, usable without the
   loop (GAN, DQN) (``optim.py``);
 - checkpoints (``checkpoint.py``), metrics (``metrics.py``), run logs (``runlog.py``),
@@ -33,8 +34,10 @@ if TYPE_CHECKING:
     from layerwise.train.metrics import (
         classification_metrics,
         confusion_matrix,
+        SequenceMeter,
         perplexity,
         precision_recall_f1,
+        sequence_matches,
     )
     from layerwise.train.optim import LRSchedule, l1_penalty, make_optimizer, split_decay
     from layerwise.train.perf import matmul_peak_flops, train_flops
@@ -43,6 +46,8 @@ if TYPE_CHECKING:
         BatchSource,
         ClassificationTask,
         LanguageModelTask,
+        PairBatches,
+        Seq2SeqTask,
         Task,
         TensorBatches,
         TokenBatches,
@@ -69,7 +74,10 @@ _EXPORTS = {
     "LRSchedule": "layerwise.train.optim",
     "LanguageModelTask": "layerwise.train.tasks",
     "NonFiniteLossError": "layerwise.train.trainer",
+    "PairBatches": "layerwise.train.tasks",
     "RunLog": "layerwise.train.runlog",
+    "Seq2SeqTask": "layerwise.train.tasks",
+    "SequenceMeter": "layerwise.train.metrics",
     "Task": "layerwise.train.tasks",
     "TensorBatches": "layerwise.train.tasks",
     "TokenBatches": "layerwise.train.tasks",
@@ -91,6 +99,7 @@ _EXPORTS = {
     "save_checkpoint": "layerwise.train.checkpoint",
     "save_weights": "layerwise.train.checkpoint",
     "seed_everything": "layerwise.train.trainer",
+    "sequence_matches": "layerwise.train.metrics",
     "split_decay": "layerwise.train.optim",
     "train": "layerwise.train.trainer",
     "train_flops": "layerwise.train.perf",
@@ -107,7 +116,10 @@ __all__ = [
     "LRSchedule",
     "LanguageModelTask",
     "NonFiniteLossError",
+    "PairBatches",
     "RunLog",
+    "Seq2SeqTask",
+    "SequenceMeter",
     "Task",
     "TensorBatches",
     "TokenBatches",
@@ -129,6 +141,7 @@ __all__ = [
     "save_checkpoint",
     "save_weights",
     "seed_everything",
+    "sequence_matches",
     "split_decay",
     "train",
     "train_flops",

@@ -167,9 +167,19 @@ def load_weights(model: nn.Module, path: str | os.PathLike, strict: bool = True,
     return model
 
 
-def _load_into(model: nn.Module, sd: dict[str, torch.Tensor], path: Path, strict: bool = True) -> None:
+def _load_into(model: nn.Module, sd: dict[str, torch.Tensor], path: Path, strict: bool = True,
+               names: set[str] | None = None) -> None:
+    """Load ``sd`` into ``model``: every key when ``strict``; exactly ``names`` (a subset of
+    the model's keys, e.g. only what a fine-tuning strategy trains) when given."""
     own = model.state_dict()
-    if strict:
+    if names is not None:
+        missing = sorted(names - set(sd))
+        unexpected = sorted(set(sd) - names) + sorted(set(sd) & names - set(own))
+        if missing or unexpected:
+            raise LoadError(f"{path}: the saved tensors are not the ones this model saves (missing "
+                            f"{', '.join(missing[:4]) or 'none'}; unexpected {', '.join(unexpected[:4]) or 'none'})")
+        strict = False
+    elif strict:
         missing = sorted(set(own) - set(sd))
         unexpected = sorted(set(sd) - set(own))
         if missing or unexpected:
@@ -183,6 +193,15 @@ def _load_into(model: nn.Module, sd: dict[str, torch.Tensor], path: Path, strict
         if k in own and tuple(own[k].shape) != tuple(v.shape):
             raise LoadError(f"{path}: {k} has shape {tuple(v.shape)}, the model expects {tuple(own[k].shape)}")
     model.load_state_dict(sd, strict=strict)
+
+
+def state_subset(model: nn.Module, names) -> dict[str, torch.Tensor]:
+    """The entries ``names`` of ``model``'s state dict (what a partial checkpoint holds)."""
+    sd = unwrap(model).state_dict()
+    missing = sorted(set(names) - set(sd))
+    if missing:
+        raise CheckpointError(f"cannot save {', '.join(missing[:4])}: not in the model's state dict")
+    return {n: sd[n] for n in names}
 
 
 # ---------------------------------------------------------------- optimizer and RNG state
@@ -427,11 +446,13 @@ def load_checkpoint(
     models: dict[str, nn.Module] | None = None,
     verify: bool = True,
     strict: bool = True,
+    names: dict[str, set[str]] | None = None,
 ) -> Checkpoint:
     """Read a checkpoint directory and load its weights into ``models`` (name -> module).
 
     ``verify`` checks every file against the sha256 recorded when it was written, so a
-    truncated or corrupted file is a one-line LoadError naming it.
+    truncated or corrupted file is a one-line LoadError naming it. ``names``: for a model
+    saved partially (only the tensors a strategy trains), the keys its file must hold.
     """
     path = Path(path)
     doc = read_state_json(path)
@@ -448,7 +469,8 @@ def load_checkpoint(
     for name, model in (models or {}).items():
         if name not in doc.get("models", []):
             raise LoadError(f"{path}: checkpoint has no model named {name!r} (has {', '.join(doc.get('models', []))})")
-        _load_into(unwrap(model), read(f"{name}.safetensors"), path / f"{name}.safetensors", strict)
+        _load_into(unwrap(model), read(f"{name}.safetensors"), path / f"{name}.safetensors", strict,
+                   (names or {}).get(name))
     tensors = read("state.safetensors") if (path / "state.safetensors").exists() else {}
     return Checkpoint(path, doc, tensors)
 

@@ -146,3 +146,62 @@ class ClassificationMeter(LossMeter):
 
     def compute(self) -> dict:
         return {"loss": self.mean, **classification_metrics(self.cm, self.positive, self.label_names)}
+
+
+def sequence_matches(predictions: torch.Tensor, targets: torch.Tensor, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row of right-padded id sequences (B, T): whether the prediction equals the target
+    exactly (every position, its end marker and padding included), and how many of the
+    target's real (non-pad) positions it gets right. A prediction of another width is cut or
+    padded with ``pad_id`` to T first (longer than T can only be wrong: T holds the target's end)."""
+    targets = torch.as_tensor(targets)
+    predictions = torch.as_tensor(predictions).to(targets.device)
+    b, t = targets.shape
+    if predictions.shape[0] != b:
+        raise ValueError(f"sequence_matches: {predictions.shape[0]} predictions for {b} targets")
+    extra_real = torch.zeros(b, dtype=torch.bool, device=targets.device)
+    if predictions.shape[1] > t:
+        extra_real = (predictions[:, t:] != pad_id).any(dim=1)
+        predictions = predictions[:, :t]
+    elif predictions.shape[1] < t:
+        predictions = torch.cat([predictions, predictions.new_full((b, t - predictions.shape[1]), pad_id)], dim=1)
+    same = predictions == targets  # (B, T)
+    exact = same.all(dim=1) & ~extra_real
+    real = targets != pad_id
+    return exact, (same & real).sum(dim=1)
+
+
+class SequenceMeter(LossMeter):
+    """Loss per target token, and for decoded outputs: ``exact_match`` (the share of sequences
+    decoded exactly) and ``token_accuracy`` (the share of target tokens, end marker included,
+    that the decoded output has at the same position)."""
+
+    def __init__(self, pad_id: int) -> None:
+        super().__init__()
+        self.pad_id = pad_id
+        self.exact = torch.zeros((), dtype=torch.float64)
+        self.sequences = torch.zeros((), dtype=torch.float64)
+        self.token_correct = torch.zeros((), dtype=torch.float64)
+        self.token_total = torch.zeros((), dtype=torch.float64)
+
+    def update(self, loss: torch.Tensor | float, predictions: torch.Tensor | None, targets: torch.Tensor) -> None:
+        real = targets != self.pad_id
+        self.add(loss, int(real.sum()))
+        if predictions is None:
+            return
+        exact, correct = sequence_matches(predictions, targets, self.pad_id)
+        self.exact += float(exact.sum())
+        self.sequences += targets.shape[0]
+        self.token_correct += float(correct.sum())
+        self.token_total += float(real.sum())
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [self.total, self.count, self.exact, self.sequences, self.token_correct, self.token_total]
+
+    def compute(self) -> dict:
+        loss = self.mean
+        out = {"loss": loss, "perplexity": perplexity(loss), "tokens": int(self.count)}
+        if float(self.sequences):
+            out["exact_match"] = float(self.exact / self.sequences)
+            out["token_accuracy"] = float(self.token_correct / self.token_total)
+            out["sequences"] = int(self.sequences)
+        return out

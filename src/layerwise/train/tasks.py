@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from layerwise.errors import ConfigError, LayerwiseError
-from layerwise.train.metrics import ClassificationMeter, LanguageModelMeter
+from layerwise.train.metrics import ClassificationMeter, LanguageModelMeter, SequenceMeter
 
 Batch = tuple[torch.Tensor, ...]
 
@@ -135,6 +135,33 @@ class TensorBatches(BatchSource):
             if max_batches is not None and i >= max_batches:
                 return
             yield tuple(t[start : start + self.batch_size] for t in self.tensors)
+
+
+class PairBatches(TensorBatches):
+    """(src, src_lengths, tgt_in, tgt_out) rows of an encoder–decoder task, batched like
+    :class:`TensorBatches`, each batch cut to its own longest source and target (the
+    sets are padded to their longest pair; most batches need less)."""
+
+    def __init__(self, tensors: Sequence[torch.Tensor], batch_size: int, pad_id: int, seed: int = 0, shuffle: bool = True) -> None:
+        super().__init__(tensors, batch_size, seed, shuffle=shuffle)
+        if len(self.tensors) != 4:
+            raise LayerwiseError(f"PairBatches: expected 4 tensors (src, src_lengths, tgt_in, tgt_out), got {len(self.tensors)}")
+        self.pad_id = pad_id
+
+    def _trim(self, batch: Batch) -> Batch:
+        src, lengths, tgt_in, tgt_out = batch
+        if src.shape[0] == 0:
+            return batch
+        s = int(lengths.max())
+        t = int((tgt_out != self.pad_id).sum(dim=1).max())
+        return src[:, :s], lengths, tgt_in[:, :t], tgt_out[:, :t]
+
+    def batch(self, index: int) -> Batch:
+        return self._trim(super().batch(index))
+
+    def eval_batches(self, max_batches: int | None = None) -> Iterator[Batch]:
+        for b in super().eval_batches(max_batches):
+            yield self._trim(b)
 
 
 def _to(batch: Batch, device: torch.device) -> Batch:
@@ -368,4 +395,113 @@ class ClassificationTask(Task):
             "label_names": self.label_names,
             "positive": self.positive,
             "input_shape": list(self.input_shape) if self.input_shape else None,
+        }
+
+
+class _SequenceMeter(SequenceMeter):
+    def update_batch(self, loss: torch.Tensor, predictions: torch.Tensor | None, batch: Batch) -> None:
+        self.update(loss, predictions, batch[-1])
+
+
+SEARCHES = ("greedy", "beam")
+
+
+class Seq2SeqTask(Task):
+    """Encoder–decoder training with teacher forcing: batches (src (B, S), src_lengths (B,),
+    tgt_in (B, T), tgt_out (B, T)), tgt_in = [bos] + target and tgt_out = target + [eos],
+    right-padded with ``pad_id``; the model is called ``model(src, tgt_in, src_lengths=...)``
+    and returns logits (B, T, V) (:class:`~layerwise.models.seq2seq.Seq2Seq`).
+
+    Loss: mean cross-entropy over the real target tokens (padding ignored), with optional
+    ``label_smoothing``. In evaluation the task also decodes every source -- ``search``
+    "greedy", or "beam" with ``beam_size`` and ``length_penalty`` -- for the meter's
+    ``exact_match`` and ``token_accuracy``; training steps never decode.
+    """
+
+    unit = "tokens"
+
+    def __init__(self, pad_id: int, search: str = "greedy", beam_size: int = 4, length_penalty: float = 0.0,
+                 label_smoothing: float = 0.0) -> None:
+        if isinstance(pad_id, bool) or not isinstance(pad_id, int) or pad_id < 0:
+            raise ConfigError(f"Seq2SeqTask.pad_id: expected a token id >= 0, got {pad_id!r}")
+        if search not in SEARCHES:
+            raise ConfigError(f"--search: expected one of {', '.join(SEARCHES)}, got {search!r}")
+        if isinstance(beam_size, bool) or not isinstance(beam_size, int) or beam_size < 1:
+            raise ConfigError(f"--beam-size: expected an integer >= 1, got {beam_size!r}")
+        if isinstance(length_penalty, bool) or not isinstance(length_penalty, (int, float)) or length_penalty < 0:
+            raise ConfigError(f"--length-penalty: expected a number >= 0, got {length_penalty!r}")
+        if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)) or not 0 <= label_smoothing < 1:
+            raise ConfigError(f"--label-smoothing: expected a number in [0, 1), got {label_smoothing!r}")
+        self.pad_id, self.search, self.beam_size = pad_id, search, beam_size
+        self.length_penalty, self.label_smoothing = float(length_penalty), float(label_smoothing)
+
+    def bind(self, model: nn.Module) -> None:
+        if not (hasattr(model, "encode") and hasattr(model, "decode")):
+            raise LayerwiseError(
+                f"Seq2SeqTask: the model ({type(model).__name__}) is not an encoder–decoder (needs encode and decode)"
+            )
+        cfg = getattr(model, "config", None)
+        if cfg is not None and getattr(cfg, "pad_id", self.pad_id) != self.pad_id:
+            raise ConfigError(f"Seq2SeqTask.pad_id: {self.pad_id}, but the model's pad_id is {cfg.pad_id}")
+
+    def configure(self, config, source: BatchSource) -> None:
+        if config.class_weights or config.oversample:
+            raise ConfigError("TrainConfig.class_weights/oversample: only for classification tasks, not seq2seq")
+
+    def make_source(self, data: Any, batch_size: int, seed: int = 0, shuffle: bool = True, oversample: bool = False) -> BatchSource:
+        if hasattr(data, "tensors") and hasattr(data, "pad_id"):  # layerwise.data.EncodedPairs
+            if data.pad_id != self.pad_id:
+                raise LayerwiseError(f"Seq2SeqTask: the data is padded with id {data.pad_id}, the task expects {self.pad_id}")
+            tensors = data.tensors()
+        elif isinstance(data, (tuple, list)) and len(data) == 4 and all(isinstance(t, torch.Tensor) for t in data):
+            tensors = tuple(data)
+        else:
+            raise LayerwiseError(
+                "Seq2SeqTask: expected EncodedPairs (layerwise.data.encode_pairs) or a tuple of 4 tensors "
+                f"(src, src_lengths, tgt_in, tgt_out), got {type(data).__name__}"
+            )
+        return PairBatches(tensors, batch_size, self.pad_id, seed, shuffle=shuffle)
+
+    def model_inputs(self, batch: Batch) -> tuple[tuple, dict]:
+        src, lengths, tgt_in, _ = batch
+        return (src, tgt_in), {"src_lengths": lengths}
+
+    def decode(self, model: nn.Module, src: torch.Tensor, src_lengths: torch.Tensor, max_len: int) -> torch.Tensor:
+        """The decoded ids (B, L <= max_len), pad_id after each row's eos (greedy or best beam)."""
+        from layerwise.models.seq2seq import beam_search, greedy_decode
+
+        if self.search == "beam":
+            return beam_search(model, src, self.beam_size, max_len, self.length_penalty, src_lengths=src_lengths).tokens[:, 0]
+        return greedy_decode(model, src, max_len, src_lengths=src_lengths).tokens
+
+    def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
+        args, kwargs = self.model_inputs(batch)
+        tgt_out = batch[-1]
+        logits = model(*args, **kwargs)
+        logits = getattr(logits, "logits", logits).float()  # (B, T, V)
+        if logits.dim() != 3 or logits.shape[:2] != tgt_out.shape:
+            raise LayerwiseError(
+                f"Seq2SeqTask: expected logits of shape (batch, tgt_len, vocab) = ({tgt_out.shape[0]}, {tgt_out.shape[1]}, V), "
+                f"got {tuple(logits.shape)}"
+            )
+        loss = F.cross_entropy(logits.flatten(0, 1), tgt_out.flatten(), ignore_index=self.pad_id,
+                               label_smoothing=self.label_smoothing)
+        if model.training:
+            return loss, None
+        return loss, self.decode(model, batch[0], batch[1], tgt_out.shape[1])
+
+    def count(self, batch: Batch) -> int:
+        return int((batch[-1] != self.pad_id).sum())
+
+    def new_meter(self) -> _SequenceMeter:
+        return _SequenceMeter(self.pad_id)
+
+    def describe(self) -> dict:
+        return {
+            "task": "seq2seq",
+            "pad_id": self.pad_id,
+            "search": self.search,
+            "beam_size": self.beam_size,
+            "length_penalty": self.length_penalty,
+            "label_smoothing": self.label_smoothing,
         }

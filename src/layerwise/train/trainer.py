@@ -50,6 +50,7 @@ from layerwise.train.checkpoint import (
     CheckpointManager,
     load_checkpoint,
     read_safetensors,
+    state_subset,
     unwrap,
 )
 from layerwise.train.config import TrainConfig
@@ -141,6 +142,7 @@ class TrainResult:
     flops_per_step: int | None  # training FLOPs of one optimizer step (all processes)
     peak_flops: float | None  # measured matmul peak of one process, FLOP/s
     start_step: int = 0  # the step this process started from (> 0 after a resume)
+    train_seconds: float = 0.0  # time in optimizer steps only (no set-up, evaluation or checkpoints), whole run
     notes: list[str] = field(default_factory=list)  # resume fallbacks, --overwrite, ...
 
     @property
@@ -191,6 +193,9 @@ class Trainer:
         the whole model that a "trainable of total" line should count (a fine-tune: LoRA
         factors added, or only the stages above a cached frozen prefix): the "start" event's
         ``params`` is then the base model's count, the one denominator of every such line.
+    saved_module, saved_names: checkpoint only these entries of ``saved_module``'s state
+        dict (a fine-tune saves what its strategy trains, not the frozen base; the trained
+        ``model`` may be a wrapper of ``saved_module``, e.g. the cached suffix).
     """
 
     def __init__(
@@ -205,6 +210,8 @@ class Trainer:
         run: RunDir | None = None,
         notes: list[str] | None = None,
         params_base: tuple[int, int] | None = None,
+        saved_module: nn.Module | None = None,
+        saved_names=None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise LayerwiseError(f"Trainer: expected a torch.nn.Module, got {type(model).__name__}")
@@ -220,6 +227,8 @@ class Trainer:
         self.run = run
         self.notes = list(notes or [])
         self.params_base = params_base
+        self.saved_module = saved_module if saved_module is not None else model
+        self.saved_names = set(saved_names) if saved_names is not None else None
         self.device: torch.device | None = None
 
     # ------------------------------------------------------------------ helpers
@@ -346,7 +355,7 @@ class Trainer:
         notes: list[str] = (list(run.notes) if run is not None else []) + self.notes
         mgr = CheckpointManager(run_dir / "checkpoints", cfg.keep_last) if run_dir is not None else None
         step = 0
-        loop: dict[str, Any] = {"best": None, "bad_evals": 0, "elapsed_s": 0.0, "initial_loss": None,
+        loop: dict[str, Any] = {"best": None, "bad_evals": 0, "elapsed_s": 0.0, "step_s": 0.0, "initial_loss": None,
                                 "window": {"seconds": 0.0, "units": 0, "losses": []}}
         resumed_from = None
         if resume and mgr is not None:
@@ -413,7 +422,9 @@ class Trainer:
                 msd, osd = D.full_state(model, optimizer)
                 path = mgr.save(at_step, models={"model": msd}, optimizers={"optimizer": osd}, state=state) if main else None
             else:
-                path = mgr.save(at_step, models={"model": base}, optimizers={"optimizer": optimizer}, state=state) if main else None
+                weights = state_subset(self.saved_module, sorted(self.saved_names)) if self.saved_names is not None else base
+                state["saved_names"] = sorted(self.saved_names) if self.saved_names is not None else None
+                path = mgr.save(at_step, models={"model": weights}, optimizers={"optimizer": optimizer}, state=state) if main else None
             D.barrier(info)
             if run is not None:
                 run.release_replaced()  # the new run now has a checkpoint: the replaced one can go
@@ -453,6 +464,7 @@ class Trainer:
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
+                loop["step_s"] = float(loop.get("step_s") or 0.0) + time.perf_counter() - t0
                 window_time += time.perf_counter() - t0
                 window_units += units * info.world_size
                 window_losses.append(step_loss)
@@ -548,6 +560,7 @@ class Trainer:
             flops_per_step=step_flops,
             peak_flops=peak,
             start_step=int(facts["start_step"]),
+            train_seconds=float(loop.get("step_s") or 0.0),
             notes=notes,
         )
         self._emit("end", step, total, {"steps": step, "stopped_early": stopped_early, "best": loop["best"], "seconds": result.seconds})
@@ -590,7 +603,9 @@ class Trainer:
 
     def _restore(self, path: Path, base: nn.Module, fsdp_model: nn.Module | None, optimizer, info: D.DistInfo) -> tuple[int, dict]:
         cfg = self.config
-        if fsdp_model is None:
+        if fsdp_model is None and self.saved_names is not None:
+            ck = load_checkpoint(path, {"model": self.saved_module}, names={"model": self.saved_names})
+        elif fsdp_model is None:
             ck = load_checkpoint(path, {"model": base})
         else:
             ck = load_checkpoint(path)

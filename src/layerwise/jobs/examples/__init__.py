@@ -25,7 +25,8 @@ from typing import Any
 from layerwise.errors import UnknownNameError, suggest
 
 # Module names, in the order the table lists them (the articles' order).
-MODULES = ("keras_seed_mlp", "mlp_mnist", "cnn_mnist", "lstm_sentiment", "bert_classifier", "transformer_lm")
+MODULES = ("keras_seed_mlp", "numpy_mlp", "mlp_mnist", "cnn_mnist", "lstm_sentiment", "seq2seq_attention", "bert_classifier",
+           "transformer_lm")
 
 
 @dataclass(frozen=True)

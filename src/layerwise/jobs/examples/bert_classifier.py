@@ -9,7 +9,8 @@ from layerwise.jobs.examples import Example, Option, Target
 def run(ctx):
     from layerwise.jobs.examples import ExampleOutput
     from layerwise.jobs.examples._common import metric_line, train_config, training_sections
-    from layerwise.jobs.finetune import default_lr, finetune
+    from layerwise.finetune import default_lr
+    from layerwise.jobs.finetune import finetune
 
     strategy = ctx.options["strategy"]
     cfg = train_config(ctx, {"epochs": 3, "batch_size": 32, "lr": default_lr(strategy), "log_every": 10},
