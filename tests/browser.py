@@ -11,11 +11,23 @@ CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 
 CHECK = """
 const imgs = Array.from(document.images);
+const cellColor = (sel) => { const td = document.querySelector(sel); return td ? getComputedStyle(td).color : null; };
 return {
   sections: Array.from(document.querySelectorAll('section')).map(s => ({
-      id: s.id, title: s.querySelector('h2').textContent, height: s.getBoundingClientRect().height})),
+      id: s.id, title: s.querySelector('h2').textContent, height: s.getBoundingClientRect().height,
+      headings: s.querySelectorAll('h1, h2').length, width: s.clientWidth})),
   images: imgs.map(i => ({alt: i.alt, complete: i.complete, w: i.naturalWidth, h: i.naturalHeight,
                           shown_w: i.getBoundingClientRect().width})),
+  tables: Array.from(document.querySelectorAll('section table')).map(t => {
+      const box = t.parentElement, section = t.closest('section');
+      return {section: section.id, header: Array.from(t.querySelectorAll('th')).map(h => h.textContent.trim()),
+              cells: Array.from(t.querySelectorAll('td')).map(c => c.textContent.trim()),
+              table_w: t.scrollWidth, box_w: box.clientWidth, box_overflow: getComputedStyle(box).overflowX,
+              box_right: box.getBoundingClientRect().right, section_right: section.getBoundingClientRect().right};
+  }),
+  rows: {frozen: document.querySelectorAll('tr.frozen').length, trainable: document.querySelectorAll('tr.trainable').length,
+         frozen_color: cellColor('tr.frozen td'), trainable_color: cellColor('tr.trainable td')},
+  text: document.body.innerText,
   title: document.title,
 };
 """

@@ -73,7 +73,7 @@ def test_importing_a_package_loads_nothing_above_it():
                        or (p.suffix == ".py" and p.stem not in ("__main__",))})
     code = (
         "import importlib, json, sys\n"
-        f"name = sys.argv[1]\nimportlib.import_module('layerwise.' + name if name != '__init__' else 'layerwise')\n"
+        "name = sys.argv[1]\nimportlib.import_module('layerwise.' + name if name != '__init__' else 'layerwise')\n"
         "print(json.dumps(sorted({m.split('.')[1] for m in sys.modules if m.startswith('layerwise.')})))\n"
     )
     bad = {}

@@ -20,15 +20,44 @@ COMMANDS = ("summary", "models", "plan", "pretrain", "train", "generate", "eval"
             "examples", "predict", "export", "study", "inspect")
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with the default a run uses, unless it has none (None,
+    off, a positional) or the help already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if ("default" in text or not action.option_strings or action.default in (None, False, argparse.SUPPRESS)
+                or isinstance(action, (argparse._HelpAction, argparse._VersionAction))):
+            return text
+        return f"{text} (default: %(default)s)" if text else "default: %(default)s"
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse with layerwise's one-line errors: ``layerwise: error: <what> (see --help)``."""
+    """argparse with layerwise's one-line errors: ``layerwise: error: <what> (see --help)``,
+    and the defaults in ``--help``."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def _get_values(self, action: argparse.Action, arg_strings: list[str]):
+        # An empty value ("--output ''") is never a choice a person makes on purpose: refused
+        # here, once, instead of each command reading it as "not given". A flag whose bare
+        # form means "the default list" (nargs="?", const="") takes it.
+        if ("" in arg_strings and action.type in (None, str) and action.nargs not in (argparse.REMAINDER, argparse.PARSER)
+                and not (action.nargs == "?" and action.const == "")):
+            raise argparse.ArgumentError(action, "expected a value, got an empty string")
+        return super()._get_values(action, arg_strings)
 
     def error(self, message: str):  # noqa: D401 - argparse's hook
         self.exit(2, f"layerwise: error: {self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from layerwise import __version__
+
     p = _Parser(prog="layerwise", description="How deep is this network, and where do its trainable parameters live?")
+    p.add_argument("--version", action="version", version=f"layerwise {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name in COMMANDS:
         try:
@@ -51,6 +80,10 @@ def resume_command(argv: list[str]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # torch.profiler's kineto writes "USDT: ... profiler_start" lines to stderr (plan --measure
+    # profiles a CPU step): not for the person reading layerwise's output. Read when the
+    # profiler first starts; a value the user set wins.
+    os.environ.setdefault("KINETO_LOG_LEVEL", "99")
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -45,7 +45,7 @@ def _hf_model(path: Path, data: dict, device: str, dtype: torch.dtype | None = N
     try:
         import transformers
     except ImportError:
-        raise LoadError(f"{path}: a Hugging Face config needs the transformers package (pip install transformers)") from None
+        raise LoadError(f"{path}: a Hugging Face config needs the transformers package: pip install 'layerwise[hf]'") from None
     model_type = data.get("model_type")
     if not model_type:
         raise ConfigError(f"{path}: Hugging Face config has no 'model_type' field")
@@ -160,8 +160,23 @@ def analyze_target(
     dtype: torch.dtype | None = None,
 ):
     """Resolve TARGET and analyse it (see :func:`layerwise.analysis.analyze`)."""
+    return resolve_and_analyze(target, input_shape, batch_size, seq_len, device, trace_forward, decoder_seq_len, dtype)[1]
+
+
+def resolve_and_analyze(
+    target: str,
+    input_shape=None,
+    batch_size: int = 1,
+    seq_len: int | None = None,
+    device: str = "meta",
+    trace_forward: bool = True,
+    decoder_seq_len: int | None = None,
+    dtype: torch.dtype | None = None,
+):
+    """(Target, its Analysis, the input shape used or None): :func:`analyze_target` keeping the model."""
     from layerwise.analysis import analyze
 
     t = resolve(target, device=device, dtype=dtype)
     inputs = target_inputs(t, input_shape, batch_size, seq_len, decoder_seq_len) if trace_forward else None
-    return analyze(t.model, inputs=inputs, name=t.name, trace_forward=trace_forward and inputs is not None)
+    a = analyze(t.model, inputs=inputs, name=t.name, trace_forward=trace_forward and inputs is not None)
+    return t, a, input_shape

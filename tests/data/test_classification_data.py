@@ -128,7 +128,7 @@ def test_table_errors(tmp_path):
     with pytest.raises(LoadError, match=r"cols\.csv: no column 'text'; the file has columns \['message', 'category'\]"):
         load_dataset(csv_path)
     with pytest.raises(
-        LoadError, match=r"no column 'label'; the file has columns \['message', 'category'\] \(choose with label_column"
+        LoadError, match=r"no column 'label'; the file has columns \['message', 'category'\] \(choose one with --label-column"
     ):
         load_dataset(csv_path, text_column="message")
     jl = tmp_path / "keys.jsonl"
@@ -156,7 +156,7 @@ def test_table_errors(tmp_path):
     with pytest.raises(LoadError, match=r"empty\.csv: empty file; expected a header row"):
         load_dataset(empty)
     with pytest.raises(
-        ConfigError, match=r"unknown option\(s\) labels; accepted: label_column, label_names, name, text_column"
+        ConfigError, match=r"--labels: does not apply to --data .*\.csv \(labelled texts .*\); it applies to \.npy images and IDX images"
     ):
         load_dataset(csv_path, labels="x")
 

@@ -179,7 +179,7 @@ def test_npy_round_trips(tmp_path):
 def test_npy_errors(tmp_path):
     np.save(tmp_path / "y.npy", np.array([0, 1]))
     np.save(tmp_path / "x.npy", np.zeros((2, 4, 4), dtype=np.uint8))
-    with pytest.raises(LoadError, match=r"x\.npy: a \.npy image array needs its labels: pass labels="):
+    with pytest.raises(LoadError, match=r"x\.npy: a \.npy image array needs its labels: pass --labels FILE\.npy"):
         load_dataset(tmp_path / "x.npy")
     np.save(tmp_path / "hot.npy", np.full((2, 4, 4), 2.5, dtype=np.float32))
     with pytest.raises(LoadError, match=r"hot\.npy: float pixels range 2.5..2.5; expected values in \[0, 1\]"):

@@ -70,7 +70,7 @@ def test_text_file_errors(tmp_path):
         load_dataset(empty)
     with pytest.raises(LoadError, match=r"missing\.txt: no such file"):
         load_dataset(tmp_path / "missing.txt")
-    with pytest.raises(ConfigError, match=r"unknown option\(s\) text_column; accepted: name"):
+    with pytest.raises(ConfigError, match=r"--text-column: does not apply to --data .*latin1\.txt \(a text corpus\)"):
         load_dataset(tmp_path / "latin1.txt", text_column="x")
 
 

@@ -46,14 +46,27 @@ def copy_lora_from_peft(peft_model, ours, prefix_map):
 
 
 def test_trainable_count_equals_peft_and_peft_duplicates_the_classifier():
+    """PEFT's sequence-classification task trains the new classifier with LoRA (its
+    modules_to_save); so does our LoRA on a model whose head is new (the fine-tuning jobs
+    say so with new_head=True), and "+head" says it explicitly."""
     hf = tiny_bert()
     base_total = sum(p.numel() for p in hf.parameters())
     pm = peft_bert(hf)
+    assert {n.split(".")[-1] for n, _ in pm.named_modules() if type(_).__name__ == "ModulesToSaveWrapper"} == {"classifier"}
     peft_trainable, peft_all = pm.get_nb_trainable_parameters()
+    peft_names = {n.replace("base_model.model.", "").replace(".modules_to_save.default", "").replace(".default", "")
+                  for n, p in pm.named_parameters() if p.requires_grad}
     ours = copy.deepcopy(hf)
-    rec = apply_strategy(ours, "lora:8:16+head", lora_targets=["query", "value"])
+    rec = apply_strategy(ours, "lora:8:16", lora_targets=["query", "value"], new_head=True)
+    ours_names = {n.replace("lora_a", "lora_A").replace("lora_b", "lora_B") for n, p in ours.named_parameters() if p.requires_grad}
+    assert ours_names == peft_names  # the same tensors train: LoRA factors of query and value, and the classifier
+    assert any("the new head trains too (classifier: 130 parameters)" in s for s in rec.steps)
+    explicit = apply_strategy(copy.deepcopy(hf), "lora:8:16+head", lora_targets=["query", "value"])
+    assert explicit.trainable == rec.trainable
+    frozen_head = apply_strategy(copy.deepcopy(hf), "lora:8:16", lora_targets=["query", "value"])  # the spec alone
     lora = 2 * 2 * (8 * 64 + 64 * 8)
     classifier = 64 * 2 + 2
+    assert frozen_head.trainable == lora
     assert rec.trainable == peft_trainable == lora + classifier
     # PEFT's "all params" counts the classifier twice: modules_to_save keeps the original
     # and a trainable copy. Our denominator is the base model, each tensor once.

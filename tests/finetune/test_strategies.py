@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from layerwise.analysis import analyze
-from layerwise.errors import ConfigError, LayerwiseError, LoadError, UnknownNameError
+from layerwise.errors import ConfigError, LayerwiseError, UnknownNameError
 from layerwise.finetune import apply_strategy, parse_strategy
 from layerwise.finetune.checkpoint import base_digest, finetuned_names, head_names, merged_state_dict
 from layerwise.models import build
@@ -29,6 +29,27 @@ def test_records_agree_with_the_analysis_and_share_one_denominator(spec):
     assert rec.total == a.totals.params == base_total + rec.added
     assert rec.trainable_share == rec.trainable / base_total
     assert sum(k.trainable for k in a.by_kind) == rec.trainable
+
+
+@pytest.mark.parametrize("spec", ["lora:4", "adapter:16", "norms", "train:norm+freeze:embedding"])
+def test_a_new_head_trains_with_every_strategy_and_the_record_says_so(spec):
+    plain, fresh = bert_cls("meta"), bert_cls("meta")
+    without = apply_strategy(plain, spec)
+    rec = apply_strategy(fresh, spec, new_head=True)
+    head = sum(p.numel() for p in fresh.head.parameters())
+    assert analyze(plain).kind("head").trainable == 0
+    a = analyze(fresh)
+    assert a.kind("head").trainable == a.kind("head").params == head > 0
+    assert rec.trainable == without.trainable + head == a.totals.trainable
+    assert any(s.startswith(f"the new head trains too (head: {head:,} parameters)") for s in rec.steps)
+
+
+def test_a_new_head_is_frozen_only_when_the_spec_says_so():
+    m = bert_cls("meta")
+    rec = apply_strategy(m, "lora:4+freeze:head", new_head=True)
+    assert analyze(m).kind("head").trainable == 0 and rec.trainable == rec.added
+    head_rec = apply_strategy(bert_cls("meta"), "head", new_head=True)  # trains it already: no extra step
+    assert not any("new head" in s for s in head_rec.steps)
 
 
 def test_what_each_strategy_trains():

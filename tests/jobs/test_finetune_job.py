@@ -29,7 +29,8 @@ def test_head_only_uses_the_cache_and_trains_only_the_head(tmp_path):
 
 def test_lora_trains_the_adapters_and_cache_starts_after_the_embeddings():
     r = finetune("minilm-l6", "sms-spam", "lora:4", tiny_config(), train_fraction=0.05, max_len=32)
-    assert r.trainable_by_kind == {"adapter": 6 * 2 * (4 * 384 + 384 * 4)}
+    # the LoRA factors on query and value, and the new head (PEFT's modules_to_save for SEQ_CLS)
+    assert r.trainable_by_kind == {"adapter": 6 * 2 * (4 * 384 + 384 * 4), "head": 384 * 2 + 2}
     assert r.cache["stage"] == "layers.0"
     assert r.planned_peak_bytes and r.planned_peak_bytes > 22_713_216 * 4
 

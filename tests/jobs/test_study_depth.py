@@ -88,7 +88,7 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys):
     out = tmp_path / "never"
     for argv, message in (
         (["--depths", "0,2"], "--depths: expected positive integers (hidden layers), got 0"),
-        (["--grid", ""], "--grid: empty grid"),
+        (["--grid", ""], "--grid: expected a value, got an empty string"),
         (["--grid", "activation="], "--grid: axis 'activation' has an empty value list"),
         (["--grid", "depthwise"], "--grid: unknown axis 'depthwise'"),
         (["--family", "cnn", "--grid", "norm=layernorm"], "--grid: norm=layernorm is not available for the cnn family"),

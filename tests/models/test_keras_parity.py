@@ -149,3 +149,29 @@ def test_vgg16_against_keras_applications():
     # keras.applications.VGG16 allocates its 138M weights (about 0.55 GB), hence slow.
     k = keras.applications.VGG16(weights=None)
     assert k.count_params() == n_params(build("vgg16", device="meta")) == 138_357_544
+
+
+def _keras_footer(k) -> list[str]:
+    lines: list[str] = []
+    k.summary(print_fn=lambda text, line_break=True: lines.extend(text.splitlines()))
+    return [" ".join(line.split()) for line in lines if "params:" in line]
+
+
+@pytest.mark.parametrize("preset,keras_model", [
+    ("seed-mlp", lambda: keras.Sequential([keras.Input((10,)), layers.Dense(10, activation="relu"),
+                                           layers.Dense(20, activation="relu"), layers.Dense(1, activation="sigmoid")])),
+    ("cnn-tiny", lambda: keras.Sequential([
+        keras.Input((16, 16, 3)),
+        layers.Conv2D(8, 3, padding="same"), layers.BatchNormalization(), layers.ReLU(), layers.MaxPooling2D(2),
+        layers.Conv2D(16, 3, padding="same"), layers.BatchNormalization(), layers.ReLU(),
+        layers.GlobalAveragePooling2D(), layers.Dense(10)])),
+])  # fmt: skip
+def test_keras_view_footer_equals_keras_summary(preset, keras_model):
+    """`summary --keras` ends with the three lines Keras' model.summary() prints, sizes included
+    ("Total params: 351 (1.37 KB)"): BatchNorm statistics as non-trainable params."""
+    from layerwise.analysis import analyze
+    from layerwise.report.table import render_keras
+
+    ours = [" ".join(line.split()) for line in render_keras(analyze(build(preset, device="meta"))).splitlines()
+            if "params:" in line]
+    assert ours == _keras_footer(keras_model())

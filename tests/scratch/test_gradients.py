@@ -23,8 +23,6 @@ from layerwise.scratch import (
     Hinge,
     LeakyReLU,
     ReLU,
-    Sigmoid,
-    Tanh,
     make_activation,
     make_loss,
 )

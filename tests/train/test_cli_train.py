@@ -21,7 +21,9 @@ def test_pretrain_generate_eval_and_resume(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "steps: 12/12" in out and f"run directory: {run}" in out
     cfg = json.loads((run / "config.json").read_text())
-    assert cfg["model"]["vocab_size"] == json.loads((run / "tokenizer.json").read_text())["chars"].__len__()
+    tok = json.loads((run / "tokenizer.json").read_text())
+    assert tok["unk_token"] == "<unk>" and tok["special_tokens"] == ["<unk>"]
+    assert cfg["model"]["vocab_size"] == len(tok["chars"]) + 1  # the characters and the unknown-character token
     assert cfg["model"]["block_size"] == 32 and cfg["data"]["name"] == "shakespeare-1m"
 
     assert main(["generate", "--ckpt", str(run), "--prompt", "ROMEO:", "--max-new-tokens", "20", "--top-k", "5"]) == 0
@@ -52,7 +54,7 @@ def test_train_classifier_and_eval_agree(tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv,expected",
     [
-        (["train", "--model", "mlp-digits", "--data", "digits", "--lr", "-1"], "TrainConfig.lr: expected a number > 0"),
+        (["train", "--model", "mlp-digits", "--data", "digits", "--lr", "-1"], "--lr: expected a number > 0, got -1.0"),
         (["train", "--model", "mlp-digits", "--data", "no-such-set"], "unknown dataset 'no-such-set'"),
         (["train", "--model", "seed-lstm", "--data", "sms-spam"], "holds texts; pass --tokenizer"),
         (["pretrain", "--model", "gpt-nano", "--data", "digits"], "expected a text corpus"),

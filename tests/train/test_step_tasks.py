@@ -16,7 +16,7 @@ from layerwise.models import build
 from layerwise.train import CheckpointManager, TrainConfig, Trainer, load_checkpoint, load_model, read_records
 from layerwise.train.dqn import DQNTask, ReplayBuffer, greedy_rollouts, policy_metrics
 from layerwise.train.gan import GANTask
-from layerwise.train.trainer import CollapseError, NonFiniteLossError
+from layerwise.train.trainer import CollapseError
 
 
 class Kill(Exception):

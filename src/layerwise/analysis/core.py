@@ -54,6 +54,7 @@ class LayerRow:
     in_channels: int | None = None
     out_channels: int | None = None
     groups: int | None = None
+    call_index: int | None = None  # position of its first call in the forward (None: not called, or not traced)
 
 
 @dataclass
@@ -335,6 +336,7 @@ def _aggregate(model: nn.Module, tr, block_ids: set[int], model_name: str, input
         for u in experts:
             if qname == u or qname.startswith(u + "."):
                 unit_of[qname] = u
+    call_index = {n: i for i, n in enumerate(tr.module_order)} if tr else {}
 
     for qname, m in model.named_modules(remove_duplicate=False):
         level = 0 if qname == "" else qname.count(".") + 1
@@ -394,6 +396,7 @@ def _aggregate(model: nn.Module, tr, block_ids: set[int], model_name: str, input
             formula_symbolic=f.symbolic if f else None,
             formula_value=f.value if f else None,
             params_raw=raw,
+            call_index=call_index.get(first_path[id(m)]) if reuse_of is None else None,
         )
         row.keras_params = own + (_bn_stats(m) if reuse_of is None else 0)
         if isinstance(m, nn.modules.conv._ConvNd):

@@ -163,7 +163,7 @@ def make_batch(model: nn.Module, inputs, input_shape, batch_size: int, seq_len: 
             raise ConfigError(f"--seq-len {seq_len}: {type(model).__name__} takes no sequence (its input is "
                               f"{shapes[0] if len(shapes) == 1 else shapes}); drop --seq-len, or give --input-shape")
         return batch
-    raise LayerwiseError(f"{type(model).__name__} has no example_inputs(); pass input_shape (e.g. [8, 3, 224, 224]) or inputs")
+    raise LayerwiseError(f"{type(model).__name__} has no example_inputs(); pass --input-shape (e.g. 8,3,224,224)")
 
 
 def _size(dt: torch.dtype) -> int:
@@ -644,7 +644,7 @@ def plan(
         shapes = input_shape if isinstance(input_shape[0], (list, tuple)) else [input_shape]
         for s in shapes:
             if not all(isinstance(d, int) and d >= 1 for d in s):
-                raise ConfigError(f"input_shape: expected positive integers, got {list(s)}")
+                raise ConfigError(f"--input-shape: expected positive integers, got {list(s)}")
         batch_size = shapes[0][0]
     _check_seq_len(model, seq_len)
     name = name or type(model).__name__

@@ -80,6 +80,7 @@ class TraceResult:
     module_calls: list[str] = field(default_factory=list)  # every module call, in order
     parts: dict[str, tuple[int, int]] = field(default_factory=dict)  # scope -> (weight depth, block depth) inside it
     failed: bool = False
+    module_order: list[str] = field(default_factory=list)  # every module called, in first-call (forward) order
 
 
 class TraceFailure(Exception):
@@ -935,6 +936,8 @@ class _Tracer(TorchFunctionMode):
         self.result.module_calls.append(name)
         tr = self.result.modules.setdefault(name, ModuleTrace())
         tr.calls += 1
+        if tr.calls == 1:
+            self.result.module_order.append(name)
         if tr.input_shapes is None:
             tr.input_shapes = _shape_of((args, kwargs)) or []
         ins = [t for t in _tensors((args, kwargs), []) if _is_data(t) and self._root(t) is None]
@@ -1138,7 +1141,8 @@ def _never_unpacked(_x):
 
 
 def trace(model: nn.Module, inputs, block_ids: set[int], scopes: dict[int, str] | None = None) -> TraceResult:
-    """Run ``model`` once on ``inputs`` (a tuple of args, a dict of kwargs, or a tensor).
+    """Run ``model`` once on ``inputs`` (a tuple of args, a dict of kwargs, or a tensor): its
+    ``analysis_forward`` when it has one (the whole computation its training step runs).
 
     ``scopes`` maps module ids to part names (``encoder``, ``decoder``): the depth inside
     each part, counted from the part's own inputs, is in ``TraceResult.parts``.
@@ -1152,13 +1156,16 @@ def trace(model: nn.Module, inputs, block_ids: set[int], scopes: dict[int, str] 
     tracer.install()
     model.eval()
     try:
+        # A model whose training step runs more than its forward (a GAN: D(G(z))) says so with
+        # analysis_forward, so that every network it trains is traced.
+        run = getattr(model, "analysis_forward", None) or model
         with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(_drop_saved, _never_unpacked), tracer:
             if isinstance(inputs, dict):
-                out = model(**inputs)
+                out = run(**inputs)
             elif isinstance(inputs, (tuple, list)):
-                out = model(*inputs)
+                out = run(*inputs)
             else:
-                out = model(inputs)
+                out = run(inputs)
         if tracer.internal is not None:  # raised inside the model and swallowed by it
             raise tracer.internal
         tracer.result.output_shape = _shape_of(out)

@@ -11,6 +11,7 @@ import sys
 import types
 import typing
 
+from layerwise.commands import count, finite_float, integer
 from layerwise.errors import ConfigError
 
 
@@ -18,10 +19,39 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def add_train_config_arguments(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
-    """One flag per TrainConfig field (``--batch-size``, ``--no-compile`` ...), default unset."""
+def show_default(value) -> str:
+    """A default as ``--help`` shows it: ``1000``, ``0.001``, ``on``/``off``, ``none``."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, (list, tuple)):
+        return " ".join(show_default(v) for v in value)
+    if isinstance(value, dict):  # early stopping
+        return ":".join(str(value[k]) for k in ("metric", "mode", "patience"))
+    return str(value)
+
+
+def resolved_train_defaults(defaults: dict | None = None) -> dict:
+    """The TrainConfig a command runs with when no training flag is given: TrainConfig's
+    own defaults under the command's (``{"epochs": 5}`` for train), as plain data."""
     from layerwise.train.config import TrainConfig
 
+    return TrainConfig.layered(defaults or {}).to_dict()
+
+
+def add_train_config_arguments(parser: argparse.ArgumentParser, skip: tuple[str, ...] = (),
+                               defaults: dict | None = None, shown: dict | None = None) -> None:
+    """One flag per TrainConfig field (``--batch-size``, ``--no-compile`` ...), default unset.
+
+    ``defaults``: the command's own defaults (what :func:`train_config_from_args` gets), so
+    that ``--help`` shows the values a run with no flags uses; ``shown``: the help text of
+    defaults that depend on other flags (``{"out_dir": "runs/pretrain-MODEL"}``)."""
+    from layerwise.train.config import TrainConfig
+
+    shown = dict(shown or {})
+    resolved = resolved_train_defaults({k: v for k, v in (defaults or {}).items() if k not in shown})
+    length = {"steps": "the run is --epochs long", "epochs": "the run is --steps long"}
     g = parser.add_argument_group("training options (TrainConfig fields; also from --train-config FILE)")
     g.add_argument("--train-config", metavar="FILE", help="TrainConfig as JSON or TOML; flags override it")
     hints = typing.get_type_hints(TrainConfig)
@@ -30,31 +60,49 @@ def add_train_config_arguments(parser: argparse.ArgumentParser, skip: tuple[str,
             continue
         hint = hints[f.name]
         args = [_flag(f.name)] + (["--out"] if f.name == "out_dir" else [])
-        kw: dict = {"dest": f.name, "default": argparse.SUPPRESS, "help": f"default: {f.default!r}"}
+        value = resolved[f.name]
+        default = shown.get(f.name) or (f"none ({length[f.name]})" if value is None and f.name in length
+                                        else show_default(value))
+        kw: dict = {"dest": f.name, "default": argparse.SUPPRESS, "help": f"default: {default}"}
         union = typing.get_origin(hint) in (typing.Union, types.UnionType)
         options = set(typing.get_args(hint)) - {type(None)} if union else {hint}
         t = next(iter(options)) if len(options) == 1 else hint
         if t is bool:
             kw["action"] = argparse.BooleanOptionalAction
         elif f.name == "betas":
-            kw.update(nargs=2, type=float, metavar=("BETA1", "BETA2"))
+            kw.update(nargs=2, type=finite_float, metavar=("BETA1", "BETA2"))
         elif f.name == "early_stopping":
-            kw.update(type=str, metavar="METRIC[:MODE[:PATIENCE]]", help="e.g. loss:min:5 or f1:max:3")
-        elif t in (int, float, str):
-            kw["type"] = t
+            kw.update(type=str, metavar="METRIC[:MODE[:PATIENCE]]", help=f"e.g. loss:min:5 or f1:max:3 (default: {default})")
+        elif t in (int, float):
+            kw["type"] = integer if t is int else finite_float
+        elif t is str:
+            kw["type"] = str
         else:
             kw["type"] = str
         g.add_argument(*args, **kw)
 
 
 def train_config_from_args(args: argparse.Namespace, defaults: dict | None = None):
+    """The TrainConfig of a run: the command's ``defaults``, then ``--train-config FILE``,
+    then the flags given. A bad value is a ConfigError naming the flag that gave it."""
+    import re
+
     from layerwise.train.config import TrainConfig
 
     layers = [defaults or {}]
     if getattr(args, "train_config", None):
         layers.append(TrainConfig.load(args.train_config).to_dict())
-    layers.append(train_flags_given(args))
-    return TrainConfig.layered(*layers)
+    flags = train_flags_given(args)
+    layers.append(flags)
+    try:
+        return TrainConfig.layered(*layers)
+    except ConfigError as e:
+        m = re.match(r"TrainConfig\.(\w+)(.*)", str(e), re.S)
+        if m and m.group(1) in flags:
+            raise ConfigError(f"{_flag(m.group(1))}{m.group(2)}") from None
+        if m and getattr(args, "train_config", None):
+            raise ConfigError(f"--train-config {args.train_config}: {e}") from None
+        raise
 
 
 def train_flags_given(args: argparse.Namespace) -> dict:
@@ -129,9 +177,11 @@ class Progress:
             self.unit = r.get("unit", "examples")
             for note in r.get("notes") or []:
                 self._line(f"note: {note}")
+            added = r.get("params_added") or 0
             self._line(
-                f"training {r['trainable_params']:,} of {r['params']:,} parameters on {r['device']}"
-                f" x{r['world_size']}; {ev.total_steps:,} steps"
+                f"training {r['trainable_params']:,} of {r['params']:,} parameters"
+                + (f" (the base model's; the strategy added {added:,})" if added else "") + f" on {r['device']}"
+                f" x{r['world_size']}; {count(ev.total_steps, 'step')}"
                 + (f", resuming at step {ev.step} from {r['resumed_from']}" if ev.step else "")
                 + (f"; matmul peak {r['peak_flops'] / 1e9:.0f} GFLOP/s" if r.get("peak_flops") else "")
             )
@@ -180,7 +230,7 @@ class Progress:
                 self.bar.stop()
                 self.bar = None
             r = ev.record
-            self._line(f"done: {ev.step:,} of {ev.total_steps:,} steps in {r.get('seconds', 0):.1f} s"
+            self._line(f"done: {ev.step:,} of {count(ev.total_steps, 'step')} in {r.get('seconds', 0):.1f} s"
                        + (" (stopped early)" if r.get("stopped_early") else ""))
 
     def close(self) -> None:

@@ -16,7 +16,10 @@ def run(args) -> int:
     target = args.run or args.ckpt
     if not target:
         raise ConfigError("eval: which run? give RUN (a run, checkpoint or export directory)")
-    metrics = evaluate_run(target, data=args.data, split=args.split, device=args.device, batch_size=args.batch_size)
+    from layerwise.commands.finetune import data_options
+
+    metrics = evaluate_run(target, data=args.data, split=args.split, device=args.device, batch_size=args.batch_size,
+                           data_options=data_options(args))
     if args.format == "json":
         sys.stdout.write(json.dumps(metrics, indent=2) + "\n")
         return 0
@@ -52,7 +55,11 @@ def register(sub) -> None:
     p.add_argument("--data", default=None, help="dataset; default: the one the run was trained on, split as in training")
     p.add_argument("--split", default="test", choices=["train", "val", "test"],
                    help="part of the training data to use (default test; a pretraining run's held-out part is val)")
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--format", choices=["table", "json"], default="table")
+    from layerwise.commands import positive_int
+    from layerwise.commands.finetune import add_data_arguments
+
+    add_data_arguments(p, images=True)
+    p.add_argument("--batch-size", type=positive_int, default=None, help="examples per batch (default: the run's)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto")
+    p.add_argument("--format", choices=["table", "json"], default="table", help="a table, or JSON with exact values")
     p.set_defaults(func=run)

@@ -24,7 +24,7 @@ def run_list(args) -> int:
 
 def _example_parser(ex):
     from layerwise.cli import _Parser
-    from layerwise.commands import nonnegative_int
+    from layerwise.commands import finite_float, nonnegative_int, positive_int
     from layerwise.commands._training import add_run_arguments, add_train_config_arguments
 
     p = _Parser(prog=f"layerwise example {ex.name}", description=f"{ex.name}: {ex.shows}")
@@ -38,7 +38,9 @@ def _example_parser(ex):
         if o.type is bool:
             g.add_argument(o.flag, dest=o.dest, action=argparse.BooleanOptionalAction, default=o.default, help=o.help)
         else:
-            g.add_argument(o.flag, dest=o.dest, type=o.type, default=o.default, help=f"{o.help} (default {o.default!r})")
+            # numbers are counts and sizes (>= 1) or finite values; text is taken as it is
+            kind = {int: positive_int, float: finite_float}.get(o.type, o.type)
+            g.add_argument(o.flag, dest=o.dest, type=kind, default=o.default, help=f"{o.help} (default {o.default!r})")
     if ex.train_flags:
         add_train_config_arguments(p, skip=("out_dir", "seed"))
     return p
@@ -52,6 +54,17 @@ def run_one(args) -> int:
     ns = _example_parser(ex).parse_args(args.rest)
     options = {o.dest: getattr(ns, o.dest) for o in ex.options}
     train = {k: v for k, v in train_flags_given(ns).items() if k not in ("seed", "out_dir")} if ex.train_flags else {}
+    if ex.train_flags and getattr(ns, "train_config", None):
+        # the file's fields, then the flags: read (and checked) before the example starts
+        from layerwise.train.config import TrainConfig
+
+        from layerwise.models.base import read_config_file
+
+        TrainConfig.load(ns.train_config)  # a bad file is refused before the example starts
+        data = read_config_file(ns.train_config)
+        fields = data["train"] if isinstance(data.get("train"), dict) else data
+        skipped = {"out_dir", "seed"}  # the example's own --out-dir and --seed decide these
+        train = {**{k: v for k, v in fields.items() if k not in skipped}, **train}
     progress = Progress(enabled=not ns.no_progress)
     try:
         doc = run_example(ex.name, ns.out_dir, quick=ns.quick, seed=ns.seed, options=options, train=train,

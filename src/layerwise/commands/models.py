@@ -20,5 +20,5 @@ def run(args) -> int:
 
 def register(sub) -> None:
     m = sub.add_parser("models", help="list model presets")
-    m.add_argument("--family", default=None)
+    m.add_argument("--family", default=None, help="only the presets of this model family (an unknown name lists the families)")
     m.set_defaults(func=run)

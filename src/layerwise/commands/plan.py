@@ -15,19 +15,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from layerwise.report.plan import (
-    activation_formula_table,
-    comparison_table,
-    compute_table,
-    fit_table,
-    inference_table,
-    measurement_table,
-    plan_table,
-    plot_plans,
-    quantized_table,
-    render,
-)
-
 
 def _int_flag(flag: str, value, minimum: int = 1):
     from layerwise.errors import ConfigError
@@ -80,6 +67,18 @@ def run(args) -> int:
         plan_gan,
         plan_inference,
     )
+    from layerwise.report.plan import (
+        activation_formula_table,
+        comparison_table,
+        compute_table,
+        fit_table,
+        inference_table,
+        measurement_table,
+        plan_table,
+        plot_plans,
+        quantized_table,
+        render,
+    )
     from layerwise.targets import parse_shape, resolve
     from layerwise.vocab import optimizer_spec, precision_spec, quant_spec
 
@@ -129,6 +128,12 @@ def run(args) -> int:
         if path and not Path(path).resolve().parent.is_dir():
             raise ConfigError(f"{flag} {path}: the directory {Path(path).resolve().parent} does not exist")
 
+    from layerwise.io import PLOT_SUFFIXES, TEXT_SUFFIXES, check_output_file
+
+    if args.output:  # every output is checked before any work is done
+        check_output_file(args.output, TEXT_SUFFIXES, "--output")
+    if args.plot:
+        check_output_file(args.plot, PLOT_SUFFIXES, "--plot")
     target = resolve(args.target, device="meta")
     model = target.model
     shape = parse_shape(args.input_shape) if args.input_shape else None

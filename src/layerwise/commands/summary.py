@@ -13,7 +13,7 @@ def run(args) -> int:
     from layerwise.errors import ForwardFailure
     from layerwise.io import PLOT_SUFFIXES, TEXT_SUFFIXES, check_output_file
     from layerwise.report import table
-    from layerwise.targets import analyze_target, parse_dtype, parse_shape
+    from layerwise.targets import parse_dtype, parse_shape, resolve_and_analyze
 
     # every output is checked before any work is done
     if check_device_name(args.device) != "meta":
@@ -36,7 +36,7 @@ def run(args) -> int:
         return _run_roles(args, shape)
     from layerwise.jobs.summary import analyze_finetuned, is_run_dir
 
-    analyses, notes = [], []
+    analyses, notes, resolved = [], [], []
     for t in args.targets:
         try:
             if args.strategy or is_run_dir(t):
@@ -46,14 +46,24 @@ def run(args) -> int:
                 analyses.append(a)
                 notes += [f"note: {a.model}: {line}" for line in n]
             else:
-                analyses.append(analyze_target(t, input_shape=shape, batch_size=args.batch_size, seq_len=args.seq_len,
-                                               device=args.device, decoder_seq_len=args.decoder_seq_len, dtype=dtype))
+                target, a, used = resolve_and_analyze(t, input_shape=shape, batch_size=args.batch_size,
+                                                      seq_len=args.seq_len, device=args.device,
+                                                      decoder_seq_len=args.decoder_seq_len, dtype=dtype)
+                analyses.append(a)
+                resolved.append((target, used))
         except ForwardFailure as e:
             if e.partial is not None:
                 # what the forward got through, and the module tree's rows and totals; the error line follows
                 _write(args, _render(args, [e.partial], table), partial=True)
             raise
-    text = _render(args, analyses, table)
+    single = len(analyses) == 1 and len(resolved) == 1 and not args.keras and args.format != "csv" and args.by == "layer"
+    size = None
+    if single and analyses[0].traced:
+        from layerwise.report.sizes import sizes
+
+        target, used = resolved[0]
+        size = sizes(target.model, batch_size=args.batch_size, seq_len=args.seq_len, input_shape=used)
+    text = _render(args, analyses, table, size)
     if notes and args.format in ("table", "md"):
         text += "\n".join(notes) + "\n"
     _write(args, text)
@@ -85,22 +95,25 @@ def _write(args, text: str, partial: bool = False) -> None:
         sys.stdout.flush()
 
 
-def _render(args, analyses, table) -> str:
+def _render(args, analyses, table, size: dict | None = None) -> str:
     out = []
     if args.format == "json":
-        out.append(table.render_json(analyses))
+        out.append(table.render_json(analyses, sizes=size))
     elif args.format == "csv":
-        out += [table.render_csv(a, by=args.by) for a in analyses]
+        out += [table.render_csv(a, by=args.by, order=args.order) for a in analyses]
     elif args.format == "md":
-        out += [table.render_markdown(a, by=args.by, max_nesting=args.show_nesting) for a in analyses]
+        out += [table.render_markdown(a, by=args.by, max_nesting=args.show_nesting, order=args.order, sizes=size)
+                for a in analyses]
     elif args.keras:
         out += [table.render_keras(a) for a in analyses]
     elif len(analyses) > 1:
         out.append(table.render_comparison(analyses))
         if args.explain or args.by != "layer":
-            out += [table.render(a, by=args.by, max_nesting=args.show_nesting, explain=args.explain) for a in analyses]
+            out += [table.render(a, by=args.by, max_nesting=args.show_nesting, explain=args.explain, order=args.order)
+                    for a in analyses]
     else:
-        out.append(table.render(analyses[0], by=args.by, max_nesting=args.show_nesting, explain=args.explain))
+        out.append(table.render(analyses[0], by=args.by, max_nesting=args.show_nesting, explain=args.explain,
+                                order=args.order, sizes=size))
     return "\n".join(o.rstrip("\n") for o in out) + "\n"
 
 
@@ -150,7 +163,7 @@ def register(sub) -> None:
                    help="preset name, layerwise config (.json/.toml), Hugging Face config.json, package.module:factory, "
                         "or a run directory (the model as trained, fine-tuned rows frozen or trainable)")
     s.add_argument("--input-shape", help="input shape, e.g. 1,3,224,224 (token ids for models that start with an embedding)")
-    s.add_argument("--batch-size", type=positive_int, default=1)
+    s.add_argument("--batch-size", type=positive_int, default=1, help="batch of the traced forward and of the training footprint")
     s.add_argument("--seq-len", type=positive_int, default=None,
                    help="sequence length for language models (an encoder-decoder's encoder)")
     s.add_argument("--decoder-seq-len", type=positive_int, default=None,
@@ -159,11 +172,13 @@ def register(sub) -> None:
                    help="weights' dtype: float32, bfloat16 or float16 (default: the config's own dtype, else float32)")
     s.add_argument("--by", choices=["layer", "kind", "block", "role"], default="layer",
                    help="rows per layer, layer kind, block, or role (input / hidden / output layers, with formulas)")
+    s.add_argument("--order", choices=["forward", "tree"], default="forward",
+                   help="layer rows in forward (execution) order, or in the module tree's order")
     s.add_argument("--show-nesting", type=nonnegative_int, default=None, metavar="N",
                    help="display module-tree rows down to nesting level N (a display limit, not network depth)")
     s.add_argument("--explain", action="store_true", help="show each layer's parameter formula with the numbers substituted")
     s.add_argument("--keras", action="store_true", help="Keras-style view (BatchNorm moving statistics as non-trainable params)")
-    s.add_argument("--format", choices=["table", "json", "csv", "md"], default="table")
+    s.add_argument("--format", choices=["table", "json", "csv", "md"], default="table", help="JSON keeps exact integers")
     s.add_argument("--plot", metavar="FILE.png", help="stacked trainable/frozen bars (per kind, block or layer)")
     s.add_argument("--output", "-o", metavar="FILE", help="write the report to FILE instead of the terminal")
     s.add_argument("--out-dir", metavar="DIR", help="also write a run directory (tables, JSON, plots) for `layerwise report`")

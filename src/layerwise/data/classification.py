@@ -280,8 +280,8 @@ def load_csv(
         raise LoadError(f"{path}: empty file; expected a header row naming the columns, then one row per example")
     for col in (text_column, label_column):
         if col not in header:
-            which = "text_column" if col == text_column else "label_column"
-            raise LoadError(f"{path}: no column {col!r}; the file has columns {header} (choose with {which}=...)")
+            which = "--text-column" if col == text_column else "--label-column"
+            raise LoadError(f"{path}: no column {col!r}; the file has columns {header} (choose one with {which})")
     ti, li = header.index(text_column), header.index(label_column)
     texts, values, rows = [], [], []
     for row in reader:
@@ -320,9 +320,9 @@ def load_jsonl(
             raise LoadError(f"{path}: line {lineno} is a JSON {type(obj).__name__}; expected an object")
         for col in (text_column, label_column):
             if col not in obj:
-                which = "text_column" if col == text_column else "label_column"
+                which = "--text-column" if col == text_column else "--label-column"
                 raise LoadError(
-                    f"{path}: line {lineno} has no key {col!r}; it has keys {list(obj)} (choose with {which}=...)"
+                    f"{path}: line {lineno} has no key {col!r}; it has keys {list(obj)} (choose one with {which})"
                 )
         if not isinstance(obj[text_column], str):
             raise LoadError(

@@ -135,11 +135,20 @@ def _file_kind(path: Path) -> str | None:
     return None
 
 
-def _check_options(where: str, options: dict, accepted: set[str]) -> None:
+# The CLI flags of the file options (an error names the flag the user typed).
+OPTION_FLAGS = {"text_column": "--text-column", "label_column": "--label-column", "labels": "--labels"}
+_KIND_WORDS = {"text": "a text corpus", "table": "labelled texts (.csv/.tsv/.jsonl)", "idx": "IDX images",
+               "npy": ".npy images", "builtin": "a built-in dataset"}
+
+
+def _check_options(where: str, options: dict, accepted: set[str], kind: str = "builtin") -> None:
     unknown = sorted(set(options) - accepted)
     if unknown:
-        allowed = ", ".join(sorted(accepted)) if accepted else "none"
-        raise ConfigError(f"load_dataset({where}): unknown option(s) {', '.join(unknown)}; accepted: {allowed}")
+        flags = [OPTION_FLAGS.get(k, k) for k in unknown]
+        users = sorted({_KIND_WORDS[k] for k, acc in _FILE_OPTIONS.items() if any(u in acc for u in unknown)})
+        applies = f"; {'it applies' if len(flags) == 1 else 'they apply'} to {' and '.join(users)}" if users else ""
+        raise ConfigError(f"{', '.join(flags)}: {'does' if len(flags) == 1 else 'do'} not apply to --data {where} "
+                          f"({_KIND_WORDS[kind]}){applies}")
 
 
 def load_dataset(name_or_path: str | os.PathLike | None = None, **options) -> Dataset:
@@ -164,7 +173,7 @@ def load_dataset(name_or_path: str | os.PathLike | None = None, **options) -> Da
         raise ConfigError("load_dataset: give the images file either as the first argument or as images=, not both")
     key = os.fspath(name_or_path)
     if key in _BUILTINS:
-        _check_options(repr(key), options, set())
+        _check_options(key, options, set())
         return _BUILTINS[key][1]()
 
     path = Path(key)
@@ -183,7 +192,7 @@ def load_dataset(name_or_path: str | os.PathLike | None = None, **options) -> Da
             f"{path}: unknown file type {path.suffix or '(no extension)'!r}; expected .txt (a corpus), "
             ".csv/.tsv/.jsonl (labelled texts), .npy or IDX (labelled images)"
         )
-    _check_options(repr(key), options, _FILE_OPTIONS[kind])
+    _check_options(key, options, _FILE_OPTIONS[kind], kind)
     if kind == "text":
         return text.load_text_file(path, **options)
     if kind == "table":

@@ -242,7 +242,7 @@ def idx_labels_path(images: str | os.PathLike) -> Path:
     if name == images.name:
         raise LoadError(
             f"{images}: cannot name the labels file beside it (expected 'images' and 'idx3' in the name, "
-            "as in train-images-idx3-ubyte); pass labels=<path>"
+            "as in train-images-idx3-ubyte); pass the labels file with --labels FILE"
         )
     return images.with_name(name)
 
@@ -304,7 +304,7 @@ def load_npy(
     images = Path(images)
     if labels is None:
         raise LoadError(
-            f"{images}: a .npy image array needs its labels: pass labels=<path to a .npy of N class indices>"
+            f"{images}: a .npy image array needs its labels: pass --labels FILE.npy (N class indices, one per image)"
         )
     pixels = _as_nchw(_load_npy(images), str(images))
     y = _labels_array(_load_npy(Path(labels)), pixels.shape[0], str(labels))

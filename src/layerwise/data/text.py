@@ -102,9 +102,19 @@ def shakespeare_1m() -> TextCorpus:
 def resolve_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     """The cache folder: ``cache_dir`` if given, else ``$LAYERWISE_CACHE``, else ``~/.cache/layerwise``."""
     if cache_dir is not None:
-        return Path(cache_dir)
-    env = os.environ.get(CACHE_ENV)
-    return Path(env) if env else Path.home() / ".cache" / "layerwise"
+        path, what = Path(cache_dir), "--cache-dir"
+    else:
+        env = os.environ.get(CACHE_ENV)
+        path, what = (Path(env), f"${CACHE_ENV}") if env else (Path.home() / ".cache" / "layerwise", "the cache folder")
+    # the nearest existing folder on the way must be a folder we can write into
+    probe = path
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise LoadError(f"{what} {path}: {probe} is a file, not a folder; expected a folder for the token cache")
+    if not os.access(probe, os.W_OK):
+        raise LoadError(f"{what} {path}: {probe} is not writable; expected a folder for the token cache")
+    return path
 
 
 def tokenizer_fingerprint(tokenizer) -> bytes:

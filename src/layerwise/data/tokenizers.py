@@ -120,9 +120,31 @@ class Tokenizer(ABC):
         return ids
 
 
+UNK_TOKEN = "<unk>"
+
+
+def _nearest_char(c: str, known: dict[str, int]) -> str | None:
+    """The character of the vocabulary nearest to ``c``: its compatibility decomposition
+    without combining marks ("é" -> "e", "ﬁ" -> "fi" is two characters: none), its other
+    case, or None."""
+    import unicodedata
+
+    base = "".join(ch for ch in unicodedata.normalize("NFKD", c) if not unicodedata.combining(ch))
+    for cand in (base, c.lower(), c.upper(), base.lower(), base.upper()):
+        if len(cand) == 1 and cand in known:
+            return cand
+    return None
+
+
 class CharTokenizer(Tokenizer):
     """One id per character: the characters take ids ``0..len(chars)-1`` in the order given
-    (sorted, from :meth:`from_text`), and special tokens follow them."""
+    (sorted, from :meth:`from_text`), and special tokens follow them.
+
+    ``unk_token``: a special token for characters outside the vocabulary (a prompt with "é",
+    a test set with characters the training texts lack). An unknown character is encoded
+    as the nearest character of the vocabulary ("é" as "e", see :func:`_nearest_char`), else
+    as ``unk_token``; :meth:`unknown_chars` counts them. Without ``unk_token`` an unknown
+    character is an error (nanoGPT's vocabulary, exactly)."""
 
     def __init__(
         self,
@@ -130,6 +152,7 @@ class CharTokenizer(Tokenizer):
         special_tokens: Sequence[str] = (),
         eos_token: str | None = None,
         bos_token: str | None = None,
+        unk_token: str | None = None,
     ):
         chars = list(chars)
         for c in chars:
@@ -139,7 +162,7 @@ class CharTokenizer(Tokenizer):
             dup = next(c for c in chars if chars.count(c) > 1)
             raise ConfigError(f"CharTokenizer.chars: expected each character once, got {dup!r} twice or more")
         specials = list(special_tokens)
-        for tok in (eos_token, bos_token):
+        for tok in (eos_token, bos_token, unk_token):
             if tok is not None and tok not in specials:
                 specials.append(tok)
         seen = set(chars)
@@ -154,8 +177,10 @@ class CharTokenizer(Tokenizer):
         self.specials = tuple(specials)
         self.eos_token = eos_token
         self.bos_token = bos_token
+        self.unk_token = unk_token
         self._itos = list(self.chars) + list(self.specials)
         self._stoi = {s: i for i, s in enumerate(self._itos)}
+        self._chars = {c: i for i, c in enumerate(self.chars)}
         # Longest special token first, so one that contains another is matched whole.
         alternatives = "|".join(re.escape(s) for s in sorted(self.specials, key=len, reverse=True))
         self._special_re = re.compile(f"({alternatives})") if self.specials else None
@@ -167,10 +192,11 @@ class CharTokenizer(Tokenizer):
         special_tokens: Sequence[str] = (),
         eos_token: str | None = None,
         bos_token: str | None = None,
+        unk_token: str | None = None,
     ) -> "CharTokenizer":
         """The sorted set of characters of ``text`` (nanoGPT's character-level vocabulary)."""
         _check_text(text, "CharTokenizer.from_text")
-        return cls(sorted(set(text)), special_tokens, eos_token, bos_token)
+        return cls(sorted(set(text)), special_tokens, eos_token, bos_token, unk_token)
 
     @property
     def vocab_size(self) -> int:
@@ -186,6 +212,34 @@ class CharTokenizer(Tokenizer):
     def id_to_token(self, id: int) -> str | None:
         return self._itos[id] if 0 <= id < len(self._itos) else None
 
+    @property
+    def unk_id(self) -> int | None:
+        return None if self.unk_token is None else self._stoi[self.unk_token]
+
+    def unknown_chars(self, texts: str | Iterable[str]) -> dict[str, tuple[int, str]]:
+        """Characters of ``texts`` outside the vocabulary: {char: (count, what it is encoded
+        as: the nearest character, or the unknown token)}, most frequent first."""
+        from collections import Counter
+
+        counts: Counter = Counter()
+        for t in [texts] if isinstance(texts, str) else texts:
+            pieces = self._special_re.split(t) if self._special_re else [t]
+            for piece in pieces[::2]:
+                counts.update(c for c in piece if c not in self._chars)
+        return {c: (k, _nearest_char(c, self._chars) or str(self.unk_token)) for c, k in counts.most_common()}
+
+    def _encode_char(self, c: str, pos: int) -> int:
+        i = self._chars.get(c)
+        if i is not None:
+            return i
+        if self.unk_token is not None:
+            near = _nearest_char(c, self._chars)
+            return self._chars[near] if near is not None else self._stoi[self.unk_token]
+        raise LayerwiseError(
+            f"encode: character {c!r} at position {pos} is not in this "
+            f"CharTokenizer's vocabulary of {len(self.chars)} characters, and it has no unknown-character token"
+        )
+
     def encode(self, text: str) -> list[int]:
         _check_text(text)
         pieces = self._special_re.split(text) if self._special_re else [text]
@@ -195,14 +249,7 @@ class CharTokenizer(Tokenizer):
             if k % 2:  # re.split puts the captured special tokens at odd positions
                 ids.append(self._stoi[piece])
             else:
-                try:
-                    ids.extend([self._stoi[c] for c in piece])
-                except KeyError:
-                    pos, c = next((i, c) for i, c in enumerate(piece) if c not in self._stoi)
-                    raise LayerwiseError(
-                        f"encode: character {c!r} at position {start + pos} is not in this "
-                        f"CharTokenizer's vocabulary of {len(self.chars)} characters"
-                    ) from None
+                ids.extend(self._encode_char(c, start + i) for i, c in enumerate(piece))
             start += len(piece)
         return ids
 
@@ -216,6 +263,7 @@ class CharTokenizer(Tokenizer):
             "special_tokens": list(self.specials),
             "eos_token": self.eos_token,
             "bos_token": self.bos_token,
+            "unk_token": self.unk_token,
         }
 
     @classmethod
@@ -228,6 +276,7 @@ class CharTokenizer(Tokenizer):
                 data.get("special_tokens") or (),
                 eos_token=data.get("eos_token"),
                 bos_token=data.get("bos_token"),
+                unk_token=data.get("unk_token"),
             )
         except ConfigError as e:
             raise LoadError(f"{source}: {e}") from None

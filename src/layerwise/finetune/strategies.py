@@ -20,6 +20,12 @@ A strategy is a spec string; items joined by ``+`` compose left to right::
 Unless the first item is ``full``, everything is frozen first. So
 ``lora:8+norms+head`` trains the LoRA factors, every norm and the head.
 The strategies never touch the training loop.
+
+A model whose head is new (randomly initialised for this task: ``new_head=True``, as the
+fine-tuning jobs set it) trains that head with every strategy, as PEFT's
+sequence-classification task does (its ``modules_to_save``): a frozen random head would
+leave LoRA or adapters fitting features to a fixed random projection. The record says so
+in its steps; a later ``freeze:`` item can still freeze it.
 """
 
 from __future__ import annotations
@@ -202,6 +208,10 @@ def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
 
 
+# Steps that train the head themselves.
+_TRAIN_HEAD = ("full", "head", "top", "bitfit")
+
+
 @dataclass
 class _Applying:
     """What a strategy step sees: the model's layer kinds (recomputed after every step that
@@ -328,8 +338,11 @@ REGISTRY: dict[str, StrategyKind] = {name: StrategyKind(spec, _APPLY[name]) for 
 
 
 def apply_strategy(model: nn.Module, spec: str, lora_targets=None, lora_alpha: float | None = None,
-                   lora_dropout: float = 0.0) -> StrategyRecord:
+                   lora_dropout: float = 0.0, new_head: bool = False) -> StrategyRecord:
     """Apply a fine-tuning strategy to ``model`` in place (works on the meta device).
+
+    ``new_head``: the head is new for this task, so it trains whatever the strategy (see the
+    module docstring); by default only the spec decides.
 
     Items apply left to right; the layer kinds are recomputed after an item that adds
     modules (LoRA, adapters), so ``adapter:8+train:norm`` or ``lora:4+freeze:head`` see the
@@ -342,6 +355,15 @@ def apply_strategy(model: nn.Module, spec: str, lora_targets=None, lora_alpha: f
     if steps[0].name != "full":
         _set(_unique_params(model), False)
         record.steps.append("froze every parameter")
+        if new_head and not any(st.name in _TRAIN_HEAD for st in steps):
+            heads = head_modules(model, c.kinds)
+            for _, m in heads:
+                _set(m.parameters(), True)
+            if heads:
+                n_head = sum(p.numel() for _, m in heads for p in {id(q): q for q in m.parameters()}.values())
+                record.steps.append(f"the new head trains too ({', '.join(n for n, _ in heads)}: {n_head:,} parameters), "
+                                    "as PEFT's modules_to_save does for sequence classification")
+                record.notes += _tied_note(model, [n for n, _ in heads])
     for i, step in enumerate(steps):
         kind = REGISTRY[step.name]
         if step.name in ("lora", "qlora", "adapter") and any(s.name == step.name for s in steps[:i]):

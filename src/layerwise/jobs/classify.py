@@ -85,10 +85,10 @@ def resolve_positive(positive: int | str | None, label_names: list[str], data: s
                       f"or an index in 0..{k - 1}")
 
 
-def _split(data: str, val: float, test: float, seed: int, train_fraction: float | None):
+def _split(data: str, val: float, test: float, seed: int, train_fraction: float | None, options: dict | None = None):
     from layerwise.data import check_labels, load_dataset, split
 
-    ds = load_dataset(data)
+    ds = load_dataset(data, **(options or {}))
     if not hasattr(ds, "label_names"):
         raise LayerwiseError(f"--data {data}: is a {type(ds).__name__}; expected labelled texts or images "
                              "(use pretrain for a corpus)")
@@ -101,13 +101,14 @@ def _split(data: str, val: float, test: float, seed: int, train_fraction: float 
 
 
 def prepare_text_data(data: str, tokenizer, max_len: int, val: float, test: float, seed: int,
-                      train_fraction: float | None = None):
+                      train_fraction: float | None = None, options: dict | None = None):
     """(dataset, (train, val, test) encoded with ``tokenizer``): what a comparison of
-    strategies prepares once and hands to every fine-tune."""
+    strategies prepares once and hands to every fine-tune. ``options``: how to read a data
+    file (``text_column``, ``label_column``)."""
     from layerwise.data import TextClassification, encode_classification
 
     _check_fraction(train_fraction)
-    ds, parts = _split(data, val, test, seed, train_fraction)
+    ds, parts = _split(data, val, test, seed, train_fraction, options)
     if not isinstance(ds, TextClassification):
         raise LayerwiseError(f"--data {data}: is a {type(ds).__name__}; fine-tuning a pretrained text model needs labelled texts")
     return ds, tuple(encode_classification(p, tokenizer, max_len) for p in parts)
@@ -141,11 +142,21 @@ def classify(
     overwrite: bool = False,
     run: RunDir | None = None,
     callback: Callable[[Event], None] | None = None,
+    data_options: dict | None = None,
 ) -> Classification:
     """Train (``strategy`` None) or fine-tune (``strategy`` a spec) a classifier; see the
-    module docstring. ``prepared``: (dataset, encoded splits) from :func:`prepare_text_data`."""
+    module docstring. ``prepared``: (dataset, encoded splits) from :func:`prepare_text_data`.
+    ``data_options``: how to read a data file (``text_column``/``label_column``, ``labels``),
+    recorded for ``eval``. What the job changes in the model to fit the data (classes, input
+    size, vocabulary, an output sigmoid moved into the loss) is said in one line each, in the
+    "start" event's notes; a fine-tune trains the new head whatever the strategy (PEFT's
+    ``modules_to_save`` for sequence classification)."""
     from layerwise.finetune.strategies import parse_strategy
+    from layerwise.train.distributed import check_parallel
     from layerwise.train.trainer import seed_everything
+
+    check_parallel(config.parallel)
+    data_options = {k: str(v) for k, v in (data_options or {}).items() if v is not None}
 
     command = "train" if strategy is None else "finetune"
     if strategy is not None:
@@ -164,12 +175,15 @@ def classify(
     run_dir = Path(config.out_dir) if config.out_dir is not None else None
     if strategy is None:
         net, tok, ds, sets, info = _build_for_data(model, data, config, tokenizer, max_len, val, test, train_fraction,
-                                                   model_overrides, run_dir, resume)
+                                                   model_overrides, run_dir, resume, data_options)
         record = base = None
     else:
         net, tok, ds, sets, info, record, base = _base_for_data(
             model, data, config, max_len, val, test, train_fraction, strategy, lora_targets, lora_alpha, lora_dropout,
-            adapter, prepared)
+            adapter, prepared, data_options)
+    if data_options:
+        info["data"]["options"] = data_options
+    notes = info.pop("_notes", [])
     positive = resolve_positive(positive, list(ds.label_names), data)
     from layerwise.train.tasks import ClassificationTask
 
@@ -184,7 +198,7 @@ def classify(
 
         saved_names = finetuned_names(net)
         info["recipe"] = {"kind": "finetune", "base": base.spec, "base_digest": base.digest,
-                          "num_labels": ds.num_classes, "strategy": strategy,
+                          "num_labels": ds.num_classes, "strategy": strategy, "new_head": True,
                           "options": {"lora_targets": list(lora_targets) if lora_targets else None,
                                       "lora_alpha": lora_alpha, "lora_dropout": lora_dropout}}
     else:
@@ -205,7 +219,8 @@ def classify(
         if run_dir is not None and tok is not None and os.environ.get("RANK", "0") == "0":
             tok.save(run_dir / "tokenizer.json")
         trainer = Trainer(trained_model, task, sets[0], sets[1] if _rows(sets[1]) else None, config, callback, info,
-                          run=run, saved_module=net, saved_names=saved_names)
+                          run=run, saved_module=net, saved_names=saved_names, notes=notes,
+                          params_base=(record.total_base, record.added) if record is not None else None)
         result = trainer.fit(resume=resume)
         if run_dir is not None and (run_dir / "checkpoints").is_dir():
             from layerwise.train.checkpoint import load_checkpoint, resolve_checkpoint
@@ -234,26 +249,35 @@ def _plain(metrics: dict) -> dict:
     return json.loads(json.dumps(metrics, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
 
 
-def _build_for_data(model, data, config, tokenizer, max_len, val, test, train_fraction, overrides, run_dir, resume):
+def _build_for_data(model, data, config, tokenizer, max_len, val, test, train_fraction, overrides, run_dir, resume,
+                    options=None):
     """``train``: the model from a preset or config, sized from the data."""
     from layerwise.data import ImageClassification, encode_classification
     from layerwise.jobs.training import (
         TOKENIZER_SPECS,
+        _for_training,
         _model_config,
         _replace,
         _run_tokenizer,
         _with_classes,
         _with_images,
+        architecture_note,
         make_tokenizer,
+        model_name,
+        unknown_note,
     )
     from layerwise.models.registry import build
 
-    ds, parts = _split(data, val, test, config.seed, train_fraction)
-    cfg = _with_classes(_model_config(model, overrides), ds.num_classes)
+    ds, parts = _split(data, val, test, config.seed, train_fraction, options)
+    asked = _model_config(model, overrides)
+    cfg = _for_training(_with_classes(asked, ds.num_classes))
+    notes: list[str] = []
     info: dict[str, Any] = {"data": {"name": str(data), "kind": "image" if isinstance(ds, ImageClassification) else "text",
                                      "val": val, "test": test, "split_seed": config.seed, "train_fraction": train_fraction}}
     tok = None
     if isinstance(ds, ImageClassification):
+        if tokenizer is not None:
+            raise ConfigError(f"--tokenizer: applies to texts; --data {data} holds images")
         cfg = _with_images(cfg, ds.image_shape)
         sets = parts
     else:
@@ -263,8 +287,17 @@ def _build_for_data(model, data, config, tokenizer, max_len, val, test, train_fr
         if hasattr(cfg, "vocab_size"):
             cfg = _replace(cfg, vocab_size=tok.vocab_size)
         sets = tuple(encode_classification(p, tok, max_len) for p in parts)
+        for what, part in (("validation", parts[1]), ("test", parts[2])):
+            note = unknown_note(tok, part.texts, f"the {what} texts")
+            if note:
+                notes.append(note)
         info["tokenizer"] = {"spec": tokenizer, "file": "tokenizer.json", "vocab_size": tok.vocab_size}
         info["data"]["max_len"] = max_len
+    why = f"{Path(str(data)).name} ({ds.num_classes} classes" + (f", images {'×'.join(map(str, ds.image_shape))})"
+                                                                 if isinstance(ds, ImageClassification)
+                                                                 else f", the {tokenizer} tokenizer)")
+    note = architecture_note(model_name(model), asked, cfg, why, ds.num_classes)
+    info["_notes"] = ([note] if note else []) + notes
     net = build(cfg, device="cpu")
     if isinstance(ds, ImageClassification):
         example = net.example_inputs(1)[0]
@@ -277,7 +310,7 @@ def _build_for_data(model, data, config, tokenizer, max_len, val, test, train_fr
 
 
 def _base_for_data(model, data, config, max_len, val, test, train_fraction, strategy, lora_targets, lora_alpha,
-                   lora_dropout, adapter, prepared):
+                   lora_dropout, adapter, prepared, options=None):
     """``finetune``: the pretrained base with a head for the data's classes, the strategy applied."""
     from layerwise.devices import resolve_device
     from layerwise.finetune.strategies import apply_strategy
@@ -289,15 +322,24 @@ def _base_for_data(model, data, config, max_len, val, test, train_fraction, stra
     else:
         from layerwise.data import load_dataset
 
-        ds = load_dataset(data)
+        ds = load_dataset(data, **(options or {}))
         if not hasattr(ds, "label_names"):
             raise LayerwiseError(f"--data {data}: is a {type(ds).__name__}; expected labelled texts")
     torch.manual_seed(config.seed)  # the fresh head: the same for every strategy
     base = load_base(model, ds.num_classes, device, adapter=adapter)
+    limit = next((getattr(base.net.config, f) for f in ("block_size", "max_position", "max_position_embeddings")
+                  if isinstance(getattr(getattr(base.net, "config", None), f, None), int)), None)
+    if limit is not None and max_len > limit:
+        raise ConfigError(f"--max-len {max_len}: longer than the {Path(str(model)).name} model takes "
+                          f"({limit} positions); give --max-len {limit} or less")
     if prepared is None:
-        ds, sets = prepare_text_data(data, base.tokenizer, max_len, val, test, config.seed, train_fraction)
-    record = apply_strategy(base.net, strategy, lora_targets=lora_targets, lora_alpha=lora_alpha, lora_dropout=lora_dropout)
-    info = {"data": {"name": str(data), "kind": "text", "val": val, "test": test, "split_seed": config.seed,
+        ds, sets = prepare_text_data(data, base.tokenizer, max_len, val, test, config.seed, train_fraction, options)
+    # the head is new (a fresh one for the data's classes): every strategy trains it, as
+    # PEFT's sequence-classification task does with modules_to_save
+    record = apply_strategy(base.net, strategy, lora_targets=lora_targets, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
+                            new_head=True)
+    info = {"name": f"{Path(str(model)).name} {strategy}",
+            "data": {"name": str(data), "kind": "text", "val": val, "test": test, "split_seed": config.seed,
                      "max_len": max_len, "train_fraction": train_fraction},
             "tokenizer": {"spec": "base", "file": "tokenizer.json", "vocab_size": base.tokenizer.vocab_size}}
     return base.net, base.tokenizer, ds, list(sets), info, record, base

@@ -28,7 +28,7 @@ from layerwise.analysis.roles_view import by_role
 from layerwise.io import atomic_write_text
 from layerwise.models import build
 from layerwise.report import plots, table
-from layerwise.report.html import Section, write_report
+from layerwise.report.html import Section, sig4, write_report
 
 GROUPS = {
     "transformers": [("gpt2", dict(seq_len=1024)), ("llama-3-8b", dict(seq_len=1024)), ("bert-base", dict(seq_len=512))],
@@ -129,14 +129,14 @@ def step_pretrain(out_dir: Path, budget: DemoBudget, emit, progress) -> list[Sec
     sample = generate_text(str(run_dir), prompt="ROMEO:\n", max_new_tokens=budget.sample_tokens, temperature=0.8,
                            top_k=40, seed=0)[0]
     final = result.final or {}
-    emit(f"  validation loss {final.get('loss', float('nan')):.3f} after {result.steps} steps in {result.seconds:.0f} s")
+    emit(f"  validation loss {final.get('loss', float('nan')):.4f} after {result.steps:,} step{'' if result.steps == 1 else 's'} in {result.seconds:.0f} s")
     emit("  sample:\n" + "\n".join("    " + line for line in sample.splitlines()))
     atomic_write_text(run_dir / "sample.txt", sample)
     a = analyze(build(json.loads((run_dir / "config.json").read_text())["model"], device="meta"), name="gpt-baby-char")
     md = (f"A character-level GPT ({a.totals.params:,} parameters, weight_depth {a.depth.weight_depth}, "
           f"{a.depth.block_depth} blocks) trained for {result.steps} steps of 12×64 characters on the first 1.1 M "
           f"characters of Shakespeare's works, in {result.seconds:.0f} s. Validation loss "
-          f"**{final.get('loss', float('nan')):.3f}** (perplexity {final.get('perplexity', float('nan')):.2f}).")
+          f"**{sig4(final.get('loss', float('nan')))}** (perplexity {sig4(final.get('perplexity', float('nan')))}).")
     images = [p for p in (run_dir / "loss-curve.png",) if p.exists()]
     return [Section("Pretraining from scratch: a baby GPT on Shakespeare", markdown=md, images=images,
                     preformatted="ROMEO:\n" + sample[len("ROMEO:\n"):] if sample.startswith("ROMEO:\n") else sample,
@@ -152,8 +152,8 @@ def step_finetune(out_dir: Path, budget: DemoBudget, emit, progress) -> list[Sec
 
     def done(r):
         f1 = r.test.get("f1") if r.test else None
-        emit(f"  {r.strategy}: {r.trainable:,} trainable ({100 * r.trainable / r.params_base:.3f}% of the base), "
-             f"{r.train_seconds:.0f} s" + (f", test F1 {f1:.3f}" if f1 is not None else ""))
+        emit(f"  {r.strategy}: trains {r.trainable:,} of {r.params_base:,} base parameters "
+             f"({100 * r.trainable / r.params_base:.4g}%), {r.train_seconds:.0f} s" + (f", test F1 {f1:.4f}" if f1 is not None else ""))
 
     comp = compare("minilm-l6", "sms-spam", list(budget.strategies), cfg, out_dir=out_dir / "finetune",
                    max_len=budget.max_len, train_fraction=budget.train_fraction, auto_lr=True, on_result=done,

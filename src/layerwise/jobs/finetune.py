@@ -23,6 +23,12 @@ from layerwise.finetune.strategies import default_lr
 from layerwise.io import atomic_write_text
 from layerwise.rundir import RunDir, check_run, open_run
 
+
+def display_name(name: str) -> str:
+    """A model or data name as titles show it: a path's last part (``runs/pretrain-gpt``)."""
+    return Path(name).name if ("/" in name or "\\" in name) else name
+
+
 @dataclass
 class FinetuneResult:
     model: str
@@ -89,6 +95,7 @@ def finetune(
     overwrite: bool = False,
     run: RunDir | None = None,
     adapter: str | None = None,
+    data_options: dict | None = None,
 ) -> FinetuneResult:
     """Fine-tune ``model`` (a built-in pretrained model, a run directory or a local
     transformers directory; ``adapter``: a PEFT LoRA folded into it first) on ``data`` with
@@ -102,7 +109,7 @@ def finetune(
     c = classify(model, data, config, strategy=strategy, max_len=max_len, val=val, test=test,
                  train_fraction=train_fraction, positive=positive, cache=cache, lora_targets=lora_targets,
                  lora_alpha=lora_alpha, lora_dropout=lora_dropout, adapter=adapter, prepared=prepared, resume=resume,
-                 overwrite=overwrite, run=run, callback=callback)
+                 overwrite=overwrite, run=run, callback=callback, data_options=data_options)
     record = c.record
     out = FinetuneResult(
         model=model, data=data, strategy=strategy, record=record.to_dict(), params_base=record.total_base,
@@ -113,7 +120,59 @@ def finetune(
     )
     if c.result.run_dir is not None:
         atomic_write_text(Path(c.result.run_dir) / "finetune.json", json.dumps(out.to_dict(), indent=2, default=str))
+        write_finetune_report(out, c.model, Path(c.result.run_dir))
     return out
+
+
+METRICS = ("loss", "accuracy", "precision", "recall", "f1", "f1_macro")
+
+
+def results_markdown(r: FinetuneResult) -> str:
+    """The test-results table (validation and test metrics of the fine-tuned model)."""
+    from layerwise.report.html import sig4
+
+    rows = [k for k in METRICS if any(isinstance((m or {}).get(k), (int, float)) for m in (r.val, r.test))]
+    lines = ["| metric | validation | test |", "|---|---:|---:|"]
+    for k in rows:
+        lines.append(f"| {k} | {sig4(r.val[k]) if r.val and k in r.val else '-'} | {sig4(r.test[k]) if r.test and k in r.test else '-'} |")
+    return "\n".join(lines)
+
+
+def write_finetune_report(r: FinetuneResult, net: nn.Module, run_dir: Path) -> Path:
+    """The sections of a fine-tuning run's report (``layerwise report RUN_DIR``): what trains,
+    the test results, the loss curve, the per-layer table of the model as fine-tuned (frozen
+    rows greyed) and the training metrics."""
+    from layerwise.analysis import analyze
+    from layerwise.report.html import Section, _csv_markdown, layer_rows_html, sig4, write_manifest
+
+    share = 100 * r.trainable / r.params_base if r.params_base else 0.0
+    added = r.record.get("added", 0)
+    kinds = ", ".join(f"{k} {v:,}" for k, v in r.trainable_by_kind.items())
+    md = [f"**{r.strategy}** trains **{r.trainable:,} of {r.params_base:,}** parameters of the base model "
+          f"({sig4(share)}%)" + (f"; the strategy added {added:,} (counted in the trainable ones)" if added else "")
+          + f". Trainable by layer kind: {kinds}.", ""]
+    md += [f"- {step}" for step in r.record.get("steps", []) + r.record.get("notes", [])]
+    md += ["", f"{r.steps:,} optimizer step{'' if r.steps == 1 else 's'} on {r.train_examples:,} training examples in "
+           f"{sig4(r.train_seconds)} s ({sig4(r.examples_per_second)} examples/s)."
+           + (f" Planned peak memory {r.planned_peak_bytes / 2**20:.4g} MiB." if r.planned_peak_bytes else ""),
+           "", "### Test results", "", results_markdown(r)]
+    try:
+        from layerwise.analysis.plan import meta_copy
+
+        a = analyze(meta_copy(net), name=display_name(r.model))
+    except Exception:  # noqa: BLE001 - a model the meta trace cannot run: the table in module-tree order
+        a = analyze(net, name=display_name(r.model), trace_forward=False)
+    sections = [
+        Section(f"Fine-tuning {display_name(r.model)} on {display_name(r.data)}: {r.strategy}", markdown="\n".join(md),
+                images=[p for p in (run_dir / "loss-curve.png",) if p.exists()],
+                data={k: v for k, v in r.to_dict().items() if k != "losses"}),
+        Section("Layers as fine-tuned", markdown="Every layer of the model after the strategy: trainable rows in "
+                "black, frozen rows greyed (parameters each tensor once, containers the sum of their children).",
+                html=layer_rows_html(a)),
+    ]
+    if (run_dir / "metrics.csv").is_file():
+        sections.append(Section("Training metrics (first and last rows)", markdown=_csv_markdown(run_dir / "metrics.csv")))
+    return write_manifest(run_dir, f"finetune {r.strategy}: {display_name(r.model)} on {display_name(r.data)}", sections)
 
 
 @dataclass
@@ -132,10 +191,12 @@ KIND_ORDER = ("embedding", "attention", "mlp", "norm", "head", "adapter", "other
 
 
 def comparison_markdown(c: Comparison) -> str:
+    from layerwise.report.html import sig4
+
     base = c.results[0].params_base if c.results else 0
     pos = "positive class"
     lines = [
-        f"# Fine-tuning strategies: {c.model} on {c.data}",
+        f"# Fine-tuning strategies: {display_name(c.model)} on {display_name(c.data)}",
         "",
         f"Same data split, seed and budget for every strategy: {json.dumps(c.settings)}. "
         f"Trainable shares are of the base model's {base:,} parameters (each tensor once, head included).",
@@ -147,11 +208,11 @@ def comparison_markdown(c: Comparison) -> str:
     for r in c.results:
         kinds = " | ".join(f"{r.trainable_by_kind.get(k, 0):,}" for k in KIND_ORDER[:-1])
         cache = r.cache["stage"] if r.cache else "-"
-        peak = f"{r.planned_peak_bytes / 2**20:,.0f}" if r.planned_peak_bytes else "-"
-        acc = f"{r.test['accuracy']:.4f}" if r.test else "-"
-        f1 = f"{r.test['f1']:.4f}" if r.test and r.test.get("f1") is not None else "-"
-        lines.append(f"| {r.strategy} | {r.trainable:,} | {100 * r.trainable / r.params_base:.3f}% | {kinds} | "
-                     f"{r.train_seconds:.1f} | {r.examples_per_second:,.0f} | {peak} | {cache} | {acc} | {f1} |")
+        peak = sig4(r.planned_peak_bytes / 2**20) if r.planned_peak_bytes else "-"
+        acc = sig4(r.test["accuracy"]) if r.test else "-"
+        f1 = sig4(r.test["f1"]) if r.test and r.test.get("f1") is not None else "-"
+        lines.append(f"| {r.strategy} | {r.trainable:,} | {sig4(100 * r.trainable / r.params_base)}% | {kinds} | "
+                     f"{sig4(r.train_seconds)} | {sig4(r.examples_per_second)} | {peak} | {cache} | {acc} | {f1} |")
     return "\n".join(lines) + "\n"
 
 
@@ -160,22 +221,39 @@ def plot_comparison(c: Comparison, out_dir: Path) -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     out_dir = Path(out_dir)
     names = [r.strategy for r in c.results]
-    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(names) + 3), 4.5))
-    bottom = [0.0] * len(names)
+    totals = [r.trainable for r in c.results]
+    # Linear axes, each bar labelled with its exact count: the whole range on the left, and
+    # (when some strategies train far less than others, as a 770-parameter head does next to
+    # full fine-tuning) the small ones zoomed on the right, on their own linear axis.
+    small = [i for i, t in enumerate(totals) if t <= 0.05 * max(totals, default=0)]
+    panels = [list(range(len(names)))] + ([small] if small and len(small) < len(names) else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), max(3.0, 0.55 * len(names) + 1.6)),
+                             squeeze=False)
     cmap = plt.get_cmap("tab10")
-    for i, kind in enumerate(KIND_ORDER):
-        vals = [float(r.trainable_by_kind.get(kind, 0)) for r in c.results]
-        if any(vals):
-            ax.bar(names, vals, bottom=bottom, label=kind, color=cmap(i))
-            bottom = [b + v for b, v in zip(bottom, vals)]
-    ax.set_yscale("log")
-    ax.set_ylabel("trainable parameters (log)")
-    ax.set_title(f"{c.model}: trainable parameters per layer kind, per strategy")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    for p_i, (ax, idx) in enumerate(zip(axes[0], panels)):
+        left = [0.0] * len(idx)
+        for k_i, kind in enumerate(KIND_ORDER):
+            vals = [float(c.results[i].trainable_by_kind.get(kind, 0)) for i in idx]
+            if any(vals):
+                ax.barh([names[i] for i in idx], vals, left=left, label=kind, color=cmap(k_i))
+                left = [a + v for a, v in zip(left, vals)]
+        top = max((totals[i] for i in idx), default=1) or 1
+        for y, i in enumerate(idx):
+            ax.text(totals[i] + 0.01 * top, y, f"{totals[i]:,}", va="center", fontsize=8)
+        ax.set_xlim(0, top * 1.25)
+        ax.invert_yaxis()
+        ax.set_xlabel("trainable parameters")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:,.0f}"))
+        ax.tick_params(axis="x", labelsize=8)
+        ax.set_title("all strategies" if p_i == 0 else "zoom: the strategies under 5% of the largest", fontsize=9)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=max(1, len(labels)), fontsize=8, frameon=False)
+    fig.suptitle(f"{display_name(c.model)}: trainable parameters per layer kind, per strategy", fontsize=10)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     p1 = out_dir / "trainable-by-kind.png"
     fig.savefig(p1, dpi=110)
     plt.close(fig)
@@ -189,7 +267,7 @@ def plot_comparison(c: Comparison, out_dir: Path) -> list[Path]:
     ax.set_xscale("log")
     ax.set_xlabel("trainable parameters (log)")
     ax.set_ylabel("test F1 (positive class)")
-    ax.set_title(f"{c.model} on {c.data}: F1 against trainable parameters")
+    ax.set_title(f"{display_name(c.model)} on {display_name(c.data)}: F1 against trainable parameters", fontsize=10)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     p2 = out_dir / "f1-vs-trainable.png"
@@ -202,7 +280,8 @@ def compare(model: str, data: str, strategies: list[str], config, out_dir: str |
             max_len: int = 64, val: float = 0.1, test: float = 0.1, train_fraction: float | None = None,
             lora_targets=None, positive=None, cache: bool | str = "auto", keep_runs: bool = False, auto_lr: bool = False,
             on_result: Callable[[FinetuneResult], None] | None = None, callback: Callable | None = None,
-            lora_alpha: float | None = None, lora_dropout: float = 0.0, overwrite: bool = False) -> Comparison:
+            lora_alpha: float | None = None, lora_dropout: float = 0.0, overwrite: bool = False,
+            data_options: dict | None = None) -> Comparison:
     """Run every strategy with the same data, seed and budget; write the report to ``out_dir``
     (a run directory of its own: refused when it holds a run, unless ``overwrite``).
 
@@ -221,13 +300,17 @@ def compare(model: str, data: str, strategies: list[str], config, out_dir: str |
         parse_strategy(s)  # every spec is valid before anything runs
     if not 0 <= lora_dropout < 1:
         raise ConfigError(f"--lora-dropout: expected a probability in [0, 1), got {lora_dropout}")
+    from layerwise.train.distributed import check_parallel
+
+    check_parallel(config.parallel)
     if out_dir is not None:
         check_run(out_dir, "compare", overwrite=overwrite)
     from layerwise.jobs.classify import prepare_text_data
     from layerwise.jobs.runs import load_base
 
     tok = load_base(model, 2, "cpu").tokenizer
-    prepared = prepare_text_data(data, tok, max_len, val, test, config.seed, train_fraction)
+    options = {k: str(v) for k, v in (data_options or {}).items() if v is not None}
+    prepared = prepare_text_data(data, tok, max_len, val, test, config.seed, train_fraction, options)
     settings = {"epochs": config.epochs, "steps": config.steps, "batch_size": config.batch_size, "lr": config.lr,
                 "optimizer": config.optimizer, "seed": config.seed, "max_len": max_len,
                 "lr_by_strategy": {s: default_lr(s) for s in strategies} if auto_lr else None,
@@ -260,6 +343,6 @@ def write_comparison(c: Comparison, out_dir: str | Path) -> list[Path]:
     paths = [atomic_write_text(out_dir / "compare.md", md),
              atomic_write_text(out_dir / "compare.json", json.dumps(c.to_dict(), indent=2, default=str))]
     pngs = plot_comparison(c, out_dir)
-    write_manifest(out_dir, f"compare: {c.model} on {c.data}",
+    write_manifest(out_dir, f"compare: {display_name(c.model)} on {display_name(c.data)}",
                    [Section("Fine-tuning strategies compared", markdown=md, images=pngs, data=c.to_dict())])
     return paths + pngs

@@ -366,7 +366,7 @@ def _rebuild_finetune(recipe: dict, ckpt_dir: Path, state: dict, device: str) ->
                         f"this run was fine-tuned from (digest {base.digest} vs {want}); the run needs its own base")
     opts = recipe.get("options") or {}
     apply_strategy(base.net, recipe["strategy"], lora_targets=opts.get("lora_targets"), lora_alpha=opts.get("lora_alpha"),
-                   lora_dropout=float(opts.get("lora_dropout") or 0.0))
+                   lora_dropout=float(opts.get("lora_dropout") or 0.0), new_head=bool(recipe.get("new_head", True)))
     names = state.get("saved_names")
     load_checkpoint(ckpt_dir, {"model": base.net}, names={"model": set(names)} if names else None)
     return base.net

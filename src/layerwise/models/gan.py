@@ -211,6 +211,11 @@ class GAN(nn.Module):
             )
         return self.discriminator(x)  # (B, 1)
 
+    def analysis_forward(self, z: torch.Tensor) -> torch.Tensor:
+        """What the analysis traces: the generator's training step, z → G → D → logits (B, 1),
+        so both networks get shapes and FLOPs (the forward alone generates)."""
+        return self.discriminate(self(z))  # (B, 1)
+
     def example_inputs(self, batch_size: int = 1, seq_len: int | None = None) -> tuple[torch.Tensor]:
         """(z,): standard normal noise (batch_size, latent_dim) on the parameters' device; seq_len is ignored."""
         p = next(self.parameters())

@@ -746,7 +746,7 @@ def generate(
     _check_arg(idx.size(1) >= 1, "idx", "at least one token per row", tuple(idx.shape))
     _check_arg(max_new_tokens >= 0, "max_new_tokens", "an integer >= 0", max_new_tokens)
     if not greedy:
-        _check_arg(temperature > 0, "temperature", "a number > 0 (or greedy=True)", temperature)
+        _check_arg(temperature > 0, "temperature", "a number > 0 (or greedy decoding: --greedy)", temperature)
     _check_arg(top_k is None or top_k >= 1, "top_k", "an integer >= 1 or None", top_k)
     _check_arg(top_p is None or 0 < top_p <= 1, "top_p", "a number in (0, 1] or None", top_p)
     block = model.config.block_size

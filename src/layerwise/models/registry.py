@@ -83,7 +83,11 @@ def families() -> dict[str, Family]:
 
 
 def list_presets(family: str | None = None) -> list[Preset]:
+    """Every preset, or those of ``family`` (an unknown family is an UnknownNameError listing them)."""
     _load_families()
+    if family is not None and family not in _FAMILIES:
+        raise UnknownNameError(f"--family: unknown model family {family!r}; expected one of {', '.join(sorted(_FAMILIES))}."
+                               f"{suggest(family, _FAMILIES)}")
     return [p for p in _PRESETS.values() if family is None or p.family == family]
 
 

@@ -4,6 +4,11 @@ assets, opens offline. The JSON behind each section is embedded too.
 A report is a list of :class:`Section`. ``report_for_run_dir`` builds one for any
 run directory: from its ``report-sections.json`` manifest when the command wrote
 one, otherwise from the files it finds (markdown, PNG plots, metrics, JSON).
+
+What a person reads: one heading per section (the section's title; headings inside its
+markdown become sub-headings), every table inside a box that scrolls sideways when it is
+wider than its card, measured values with 4 significant digits (exact counts keep every
+digit), and frozen layers greyed in per-layer tables (:func:`layer_rows_html`).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import base64
 import csv
 import html
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,7 +36,10 @@ main{max-width:1180px;margin:0 auto;padding:18px 36px 60px}
 nav{margin:10px 0 18px} nav a{margin-right:14px;color:#18324a}
 section{background:#fff;border:1px solid #dde3ea;border-radius:8px;padding:16px 22px;margin:18px 0}
 section h2{margin-top:4px;font-size:20px;border-bottom:1px solid #e6ebf0;padding-bottom:6px}
-table{border-collapse:collapse;margin:10px 0;font-size:13px}
+section h3{font-size:15px;margin:14px 0 6px}
+.table-wrap{max-width:100%;overflow-x:auto;margin:10px 0}
+table{border-collapse:collapse;margin:0;font-size:13px}
+tr.frozen td{color:#8a96a3;background:#f4f6f8} tr.partial td{color:#4d5a66}
 th,td{border:1px solid #d8dee4;padding:4px 9px;text-align:right;font-variant-numeric:tabular-nums}
 th{background:#eef2f6} td:first-child,th:first-child{text-align:left}
 img{max-width:100%;height:auto;border:1px solid #e6ebf0;margin:8px 0;display:block}
@@ -54,6 +63,7 @@ class Section:
     # Highlighted texts: [{"label": "spam (p 0.98)", "tokens": [[text, score], ...]}]; a token's
     # background is red for a positive score, blue for a negative one, its strength |score| / max |score|.
     highlights: list[dict] = field(default_factory=list)
+    html: str = ""  # markup layerwise generated itself (escaped there), e.g. :func:`layer_rows_html`
 
     @property
     def anchor(self) -> str:
@@ -83,6 +93,63 @@ def _highlights(items: list[dict]) -> str:
     return "\n".join(out)
 
 
+def sig4(v) -> str:
+    """A measured value with 4 significant digits ("0.9871", "1.234e-05"); integers exactly."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return str(v)
+    if isinstance(v, int):
+        return f"{v:,}"
+    return f"{v:.4g}"
+
+
+def _cell(text: str) -> str:
+    """A CSV cell as a person reads it: floats to 4 significant digits, the rest as written."""
+    t = text.strip()
+    if t and any(c in t for c in ".eE") and not t.isalpha():
+        try:
+            return sig4(float(t))
+        except ValueError:
+            return text
+    return text
+
+
+_HEADING = re.compile(r"<(/?)h([1-6])>")
+
+
+def _one_heading(body: str) -> str:
+    """A section's markdown under its own title: a leading heading (the same title again) is
+    dropped, other headings become <h3> sub-headings, so each section has one heading."""
+    lines = body.lstrip("\n").splitlines()
+    if lines and lines[0].startswith("#"):
+        lines = lines[1:]
+    return _HEADING.sub(lambda m: f"<{m.group(1)}h3>", _md.render("\n".join(lines)))
+
+
+def _wrap_tables(markup: str) -> str:
+    return markup.replace("<table>", "<div class='table-wrap'><table>").replace("</table>", "</table></div>")
+
+
+def layer_rows_html(a, columns=("layer", "type", "kind", "params", "trainable", "status")) -> str:
+    """The per-layer table of an analysis as HTML (forward order), each row classed by its
+    status so that frozen layers are greyed."""
+    from layerwise.report.table import ordered_rows
+
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    out = [f"<div class='table-wrap'><table class='layers'><thead><tr>{head}</tr></thead><tbody>"]
+    for r in ordered_rows(a):
+        name = ("&nbsp;&nbsp;" * r.level) + html.escape(r.name.rsplit(".", 1)[-1] if r.name else a.model)
+        cells = {"layer": name, "type": html.escape(public_name(r.cls)), "kind": html.escape(r.kind),
+                 "params": f"{r.params_total:,}", "trainable": f"{r.trainable_total:,}", "status": html.escape(r.status or "-")}
+        out.append(f"<tr class='{r.status or 'none'}'>" + "".join(f"<td>{cells[c]}</td>" for c in columns) + "</tr>")
+    out.append("</tbody></table></div>")
+    return "".join(out)
+
+
+def public_name(cls: str) -> str:
+    """A class name as a person reads it: a private wrapper (``_SuffixClassifier``) loses its underscore."""
+    return cls.lstrip("_") or cls
+
+
 def render_html(title: str, sections: list[Section], subtitle: str = "") -> str:
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
@@ -93,7 +160,9 @@ def render_html(title: str, sections: list[Section], subtitle: str = "") -> str:
     for i, s in enumerate(sections):
         parts.append(f"<section id='{s.anchor}'><h2>{html.escape(s.title)}</h2>")
         if s.markdown:
-            parts.append(_md.render(s.markdown))
+            parts.append(_wrap_tables(_one_heading(s.markdown)))
+        if s.html:
+            parts.append(s.html)
         if s.preformatted:
             parts.append(f"<pre>{html.escape(s.preformatted)}</pre>")
         if s.highlights:
@@ -125,6 +194,7 @@ def write_manifest(run_dir: str | Path, title: str, sections: list[Section]) -> 
                 "preformatted": s.preformatted,
                 "images": [str(Path(p).resolve().relative_to(run_dir.resolve())) for p in s.images],
                 "data": s.data,
+                "html": s.html,
                 **({"highlights": s.highlights} if s.highlights else {}),
             }
             for s in sections
@@ -142,7 +212,7 @@ def _csv_markdown(path: Path, max_rows: int = 12) -> str:
     if len(body) > max_rows:  # the first and the last rows: where it started, where it ended
         body = body[: max_rows // 2] + [["…"] * len(header)] + body[-max_rows // 2:]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in body]
+    lines += ["| " + " | ".join(_cell(c) for c in r) + " |" for r in body]
     return "\n".join(lines)
 
 
@@ -156,7 +226,7 @@ def sections_for_run_dir(run_dir: str | Path) -> tuple[str, list[Section]]:
             doc = json.loads(manifest.read_text())
             return doc["title"], [
                 Section(s["title"], s.get("markdown", ""), [run_dir / p for p in s.get("images", [])], s.get("data"),
-                        s.get("preformatted", ""), s.get("highlights") or [])
+                        s.get("preformatted", ""), s.get("highlights") or [], s.get("html", ""))
                 for s in doc["sections"]
             ]
         except (json.JSONDecodeError, KeyError, TypeError) as e:

@@ -20,6 +20,88 @@ def n(x) -> str:
     return f"{x:,}" if isinstance(x, int) else ("" if x is None else str(x))
 
 
+def _scaled(x: float, units: tuple[str, ...], base: int) -> tuple[float, str]:
+    i = 0
+    while abs(x) >= base and i < len(units) - 1:
+        x /= base
+        i += 1
+    return x, units[i]
+
+
+def human_bytes(x: int) -> str:
+    """1,404 -> '1.37 KiB' (powers of 1024, two decimals; bytes below 1 KiB)."""
+    v, unit = _scaled(float(x), ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"), 1024)
+    return f"{x:,} bytes" if unit == "bytes" else f"{v:.2f} {unit}"
+
+
+def bytes_text(x: int) -> str:
+    """'1,404 bytes (1.37 KiB)': the exact count and its size in binary units."""
+    return f"{x:,} bytes" + (f" ({human_bytes(x)})" if abs(x) >= 1024 else "")
+
+
+def human_flops(x: int) -> str:
+    """4,089,184,256 -> '4.09 GFLOPs' (powers of 1000, two decimals)."""
+    v, unit = _scaled(float(x), ("", "k", "M", "G", "T", "P", "E"), 1000)
+    return f"{x:,} FLOPs" if not unit else f"{v:.2f} {unit}FLOPs"
+
+
+def flops_text(x: int) -> str:
+    """'4,089,184,256 FLOPs (4.09 GFLOPs)': the exact count with "FLOPs" written out."""
+    return f"{x:,} FLOPs" + (f" ({human_flops(x)})" if abs(x) >= 1000 else "")
+
+
+def count_text(x: int) -> str:
+    """'124,439,808 (124.44 M)': an exact count with its magnitude."""
+    v, unit = _scaled(float(x), ("", "k", "M", "B", "T"), 1000)
+    return f"{x:,}" + (f" ({v:.2f} {unit})" if unit else "")
+
+
+NO_INPUT_SHAPE = "no input shape: pass --input-shape to trace FLOPs and depth"
+
+
+def ordered_rows(a: Analysis, order: str = "forward") -> list:
+    """The rows as a tree in ``order``: "forward" puts each module's children in the order
+    the forward first called them (modules never called last, in tree order), so ResNet's
+    bn1 comes before maxpool whatever order its __init__ created them in; "tree" keeps the
+    module tree's registration order (torchinfo's default view is the forward one)."""
+    if order not in ("forward", "tree"):
+        from layerwise.errors import ConfigError
+
+        raise ConfigError(f"--order: expected forward or tree, got {order!r}")
+    if order == "tree" or not a.traced:
+        return list(a.rows)
+    children: dict[str, list] = {}
+    root = None
+    for i, r in enumerate(a.rows):
+        if r.name == "":
+            root = r
+            continue
+        parent = r.name.rsplit(".", 1)[0] if "." in r.name else ""
+        children.setdefault(parent, []).append((i, r))
+    out: list = []
+    first: dict[str, int | None] = {}  # first call of the module or, for a container the forward
+    # never calls itself (a ModuleDict/ModuleList), of its first-called descendant
+
+    def first_call(r) -> int | None:
+        if r.name not in first:
+            calls = [i for i in [r.call_index, *(first_call(c) for _, c in children.get(r.name, []))] if i is not None]
+            first[r.name] = min(calls) if calls else None
+        return first[r.name]
+
+    def visit(r) -> None:
+        out.append(r)
+        kids = children.get(r.name, [])
+        called = [c for c in kids if first_call(c[1]) is not None]
+        # modules the forward called, by first call; the others keep their tree place after them
+        for _, c in sorted(called, key=lambda ic: first_call(ic[1])) + [c for c in kids if first_call(c[1]) is None]:
+            visit(c)
+
+    if root is None:
+        return list(a.rows)
+    visit(root)
+    return out
+
+
 def pct(x: float) -> str:
     return f"{100 * x:.2f}%"
 
@@ -50,22 +132,25 @@ def _render(tables, width: int) -> str:
     return "\n".join(line.rstrip() for line in buf.getvalue().splitlines()) + "\n"
 
 
-def visible_rows(a: Analysis, max_nesting: int | None = None):
-    return [r for r in a.rows if max_nesting is None or r.level <= max_nesting]
+def visible_rows(a: Analysis, max_nesting: int | None = None, order: str = "forward"):
+    return [r for r in ordered_rows(a, order) if max_nesting is None or r.level <= max_nesting]
 
 
-def layer_table(a: Analysis, max_nesting: int | None = None, explain: bool = False) -> Table:
-    t = Table(title=f"{a.model} — layers", box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)
+def layer_table(a: Analysis, max_nesting: int | None = None, explain: bool = False, order: str = "forward") -> Table:
+    t = Table(title=f"{a.model} — layers" + (" (forward order)" if a.traced and order == "forward" else " (module tree order)"),
+              box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)
     t.add_column("Layer", no_wrap=True)
     t.add_column("Type", no_wrap=True)
     t.add_column("Kind", no_wrap=True)
-    t.add_column("Output shape", no_wrap=True)
+    if a.traced:
+        t.add_column("Output shape", no_wrap=True)
     t.add_column("Params", justify="right")
     t.add_column("Train", justify="left")
-    t.add_column("FLOPs (fwd)", justify="right")
+    if a.traced:
+        t.add_column("FLOPs (fwd)", justify="right")
     if explain:
         t.add_column("Formula", overflow="fold")
-    rows = visible_rows(a, max_nesting)
+    rows = visible_rows(a, max_nesting, order)
     failed_at = a.failure["module"] if a.failure else None
     with_notes = any(r.shared or r.reuse_of is not None for r in rows) or a.failure is not None
     if with_notes:
@@ -77,7 +162,8 @@ def layer_table(a: Analysis, max_nesting: int | None = None, explain: bool = Fal
         out_shape = shape(r.output_shape)
         if a.failure is not None and r.output_shape is None and r.reuse_of is None:
             out_shape = "✗" if r.name == failed_at else "(not reached)" if r.calls == 0 else ""
-        row = [label, r.cls, r.kind, out_shape, n(r.params_total), r.status or "-", n(r.flops_total)]
+        row = [label, r.cls, r.kind] + ([out_shape] if a.traced else []) + [n(r.params_total), r.status or "-"]
+        row += [n(r.flops_total)] if a.traced else []
         if explain:
             if r.formula:
                 ok = "✓" if r.formula_value == r.params_raw else "✗ ≠ numel"
@@ -97,30 +183,43 @@ def layer_table(a: Analysis, max_nesting: int | None = None, explain: bool = Fal
     return t
 
 
-def totals_table(a: Analysis) -> Table:
+def totals_table(a: Analysis, sizes: dict | None = None) -> Table:
+    """Parameters, buffers and FLOPs with their units; ``sizes`` (:func:`layerwise.report.sizes.sizes`)
+    adds the size block torchinfo and Keras print: parameters, activations per example and the
+    estimated training footprint."""
     tt = a.totals
     t = Table(title="Totals", box=box.SIMPLE_HEAD, title_justify="left", show_header=False, pad_edge=False)
     t.add_column("what")
     t.add_column("value", justify="right")
-    t.add_row("Parameters (each tensor once)", n(tt.params))
-    t.add_row("  trainable", n(tt.trainable))
-    t.add_row("  frozen", n(tt.frozen))
+    t.add_row("Parameters (each tensor once)", count_text(tt.params))
+    t.add_row("  trainable", count_text(tt.trainable))
+    t.add_row("  frozen", count_text(tt.frozen))
     if tt.active_params != tt.params:
-        t.add_row("  active per token (top-k experts)", n(tt.active_params))
+        t.add_row("  active per token (top-k experts)", count_text(tt.active_params))
     if a.shared:
         t.add_row("  shared tensors (counted once)", ", ".join(f"{s.name} = {s.owner}" for s in a.shared))
-        t.add_row("  if shared were counted twice", n(tt.params_if_shared_counted_twice))
+        t.add_row("  if shared were counted twice", count_text(tt.params_if_shared_counted_twice))
     t.add_row("Buffers (state, not parameters)", n(tt.buffers))
-    t.add_row("Weight memory", f"{n(tt.weight_bytes)} bytes")
     if a.traced:
         t.add_row("Input shape", shape(a.input_shape))
         partial = " (up to the failure)" if a.failure else ""
-        t.add_row("Forward FLOPs" + partial, n(tt.flops_forward))
+        t.add_row("Forward FLOPs" + partial, flops_text(tt.flops_forward))
         if tt.attention_flops:
-            t.add_row("  of which attention scores+values", n(tt.attention_flops))
+            t.add_row("  of which attention scores+values", flops_text(tt.attention_flops))
         if tt.dense_flops_forward != tt.flops_forward:
-            t.add_row("  if every token ran every expert", n(tt.dense_flops_forward))
-        t.add_row("Training-step FLOPs (frozen-aware)" + partial, n(tt.flops_train))
+            t.add_row("  if every token ran every expert", flops_text(tt.dense_flops_forward))
+        t.add_row("Training-step FLOPs (frozen-aware)" + partial, flops_text(tt.flops_train))
+    else:
+        t.add_row("FLOPs", NO_INPUT_SHAPE)
+    t.add_section()
+    t.add_row("Params size (weights)", bytes_text(tt.weight_bytes))
+    if sizes:
+        if sizes.get("activation_bytes_per_example") is not None:
+            t.add_row("Activations per example (saved for backward, outputs)", bytes_text(sizes["activation_bytes_per_example"]))
+        if sizes.get("training_peak_bytes") is not None:
+            t.add_row(f"Estimated training footprint ({sizes['setting']})", bytes_text(sizes["training_peak_bytes"]))
+        if sizes.get("not_estimated"):
+            t.add_row("Estimated training footprint", f"not estimated: {sizes['not_estimated']}")
     return t
 
 
@@ -171,15 +270,18 @@ def block_table(a: Analysis) -> Table:
     return t
 
 
-def render(a: Analysis, by: str = "layer", max_nesting: int | None = None, explain: bool = False, width: int = 200) -> str:
-    """The terminal report: the chosen breakdown, then depth and totals."""
+def render(a: Analysis, by: str = "layer", max_nesting: int | None = None, explain: bool = False, width: int = 200,
+           order: str = "forward", sizes: dict | None = None) -> str:
+    """The terminal report: the chosen breakdown (layers in ``order``, see :func:`ordered_rows`),
+    then depth and totals (with the size block of ``sizes``)."""
     if by == "kind":
         main = [kind_table(a)]
     elif by == "block":
         main = [block_table(a)]
     else:
-        main = [layer_table(a, max_nesting, explain)]
-    return _render(main + [depth_table(a), totals_table(a)], width) + notes_text(a)
+        main = [layer_table(a, max_nesting, explain, order)]
+    head = [Text(NO_INPUT_SHAPE)] if not a.traced else []
+    return _render(head + main + [depth_table(a), totals_table(a, sizes)], width) + notes_text(a)
 
 
 def render_keras(a: Analysis, width: int = 100) -> str:
@@ -193,15 +295,30 @@ def render_keras(a: Analysis, width: int = 100) -> str:
             continue
         t.add_row(f"{r.name} ({r.cls})", shape(r.output_shape), n(r.keras_params))
     tt = a.totals
-    foot = Text(
-        f" Total params: {n(tt.keras_params)}\n Trainable params: {n(tt.keras_trainable)}\n"
-        f" Non-trainable params: {n(tt.keras_non_trainable)}"
-    )
+    per = tt.weight_bytes / tt.params if tt.params else 4.0  # bytes per parameter (BatchNorm statistics alike)
+
+    def size(count: int) -> str:
+        return f"{n(count)} ({keras_memory_size(count * per)})"
+
+    foot = Text(f" Total params: {size(tt.keras_params)}\n Trainable params: {size(tt.keras_trainable)}\n"
+                f" Non-trainable params: {size(tt.keras_non_trainable)}")
     return _render([t, foot], width)
 
 
-def render_markdown(a: Analysis, by: str = "layer", max_nesting: int | None = None) -> str:
+def keras_memory_size(x: float) -> str:
+    """Bytes as Keras' model.summary() writes them: '1.37 KB' (powers of 1024, its unit names)."""
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if x / 1024 < 1:
+            return f"{x:.2f} {unit}"
+        x /= 1024
+    return f"{x:.2f} PB"
+
+
+def render_markdown(a: Analysis, by: str = "layer", max_nesting: int | None = None, order: str = "forward",
+                    sizes: dict | None = None) -> str:
     lines = [f"# {a.model}", ""]
+    if not a.traced:
+        lines += [f"*{NO_INPUT_SHAPE}*", ""]
     d = a.depth
     lines += [
         "| depth | value |",
@@ -225,7 +342,7 @@ def render_markdown(a: Analysis, by: str = "layer", max_nesting: int | None = No
             lines.append(f"| {b.name} | {b.cls} | {n(b.params)} | {pct(b.share)} | {n(b.trainable)} | {n(b.flops)} |")
     else:
         lines += ["| layer | type | kind | output shape | params | train | FLOPs |", "|---|---|---|---|---:|---|---:|"]
-        for r in visible_rows(a, max_nesting):
+        for r in visible_rows(a, max_nesting, order):
             name = r.name or a.model
             if r.shared:
                 name += " (shared: " + "; ".join(r.shared) + ")"
@@ -234,10 +351,17 @@ def render_markdown(a: Analysis, by: str = "layer", max_nesting: int | None = No
             )
     tt = a.totals
     if tt.active_params != tt.params:
-        lines += ["", f"**Active per token (top-k experts):** {n(tt.active_params)} parameters; "
-                  f"forward FLOPs if every token ran every expert {n(tt.dense_flops_forward)}"]
-    lines += ["", f"**Parameters:** {n(tt.params)} (trainable {n(tt.trainable)}, frozen {n(tt.frozen)}); "
-              f"buffers {n(tt.buffers)}; forward FLOPs {n(tt.flops_forward)}; training-step FLOPs {n(tt.flops_train)}", ""]
+        lines += ["", f"**Active per token (top-k experts):** {count_text(tt.active_params)} parameters; "
+                  f"forward FLOPs if every token ran every expert {flops_text(tt.dense_flops_forward)}"]
+    flops = (f"forward {flops_text(tt.flops_forward)}; training step {flops_text(tt.flops_train)}" if a.traced
+             else NO_INPUT_SHAPE)
+    lines += ["", f"**Parameters:** {count_text(tt.params)} (trainable {n(tt.trainable)}, frozen {n(tt.frozen)}); "
+              f"buffers {n(tt.buffers)}; params size {bytes_text(tt.weight_bytes)}; {flops}"]
+    if sizes and sizes.get("training_peak_bytes") is not None:
+        lines.append("")
+        lines.append(f"**Sizes:** activations per example {bytes_text(sizes['activation_bytes_per_example'])}; "
+                     f"estimated training footprint ({sizes['setting']}) {bytes_text(sizes['training_peak_bytes'])}")
+    lines.append("")
     return "\n".join(lines)
 
 
@@ -245,7 +369,7 @@ CSV_FIELDS = ["name", "cls", "kind", "level", "params", "params_total", "trainab
               "output_shape", "flops", "flops_total", "train_flops_total", "formula", "shared"]
 
 
-def render_csv(a: Analysis, by: str = "layer") -> str:
+def render_csv(a: Analysis, by: str = "layer", order: str = "forward") -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     if by == "kind":
@@ -258,7 +382,7 @@ def render_csv(a: Analysis, by: str = "layer") -> str:
             w.writerow([b.name, b.cls, int(b.is_block), b.params, f"{b.share:.6f}", b.trainable, b.flops])
     else:
         w.writerow(CSV_FIELDS)
-        for r in a.rows:
+        for r in ordered_rows(a, order):
             w.writerow([
                 r.name, r.cls, r.kind, r.level, r.params, r.params_total, r.trainable_total, r.status, r.buffers,
                 shape(r.output_shape), r.flops, r.flops_total, r.train_flops_total, r.formula or "", "; ".join(r.shared),
@@ -276,7 +400,7 @@ def render_comparison(analyses: list[Analysis], width: int = 200) -> str:
     def row(label, f):
         t.add_row(label, *[f(a) for a in analyses])
 
-    row("parameters", lambda a: n(a.totals.params))
+    row("parameters", lambda a: count_text(a.totals.params))
     row("trainable", lambda a: n(a.totals.trainable))
     if any(a.totals.active_params != a.totals.params for a in analyses):
         row("active per token", lambda a: n(a.totals.active_params))
@@ -296,15 +420,16 @@ def render_comparison(analyses: list[Analysis], width: int = 200) -> str:
                 kinds.append(k.kind)
     for kind in kinds:
         row(f"  {kind}", lambda a, kind=kind: f"{n(a.kind(kind).params)} ({pct(a.kind(kind).share)})")
-    row("input shape", lambda a: shape(a.input_shape))
-    row("forward FLOPs", lambda a: n(a.totals.flops_forward))
-    row("training FLOPs", lambda a: n(a.totals.flops_train))
+    row("input shape", lambda a: shape(a.input_shape) if a.traced else "none given")
+    row("forward FLOPs", lambda a: flops_text(a.totals.flops_forward) if a.traced else "-")
+    row("training FLOPs", lambda a: flops_text(a.totals.flops_train) if a.traced else "-")
+    row("params size", lambda a: bytes_text(a.totals.weight_bytes))
     return _render([t], width)
 
 
-def render_json(analyses: list[Analysis]) -> str:
+def render_json(analyses: list[Analysis], sizes: dict | None = None) -> str:
     """JSON of one analysis (or a list of them): the top level indented, each row, kind and
-    block on one line. Python's JSON encoder runs in C only without indentation; indenting
+    block on one line; ``sizes`` (the size block, one analysis) as a ``sizes`` field. Python's JSON encoder runs in C only without indentation; indenting
     every nested field of a 400B model's 1,900 rows costs more than analysing it."""
 
     def doc(d: dict, pad: str) -> str:
@@ -320,5 +445,8 @@ def render_json(analyses: list[Analysis]) -> str:
                 items.append(f"{pad}  {key}: {json.dumps(v)}")
         return pad + "{\n" + ",\n".join(items) + "\n" + pad + "}"
 
-    docs = [doc(a.to_dict(), "") for a in analyses]
+    dicts = [a.to_dict() for a in analyses]
+    if sizes is not None and len(dicts) == 1:
+        dicts[0]["sizes"] = sizes
+    docs = [doc(d, "") for d in dicts]
     return docs[0] if len(docs) == 1 else "[\n" + ",\n".join(docs) + "\n]"

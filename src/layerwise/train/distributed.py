@@ -71,6 +71,17 @@ def close(info: DistInfo) -> None:
         dist.destroy_process_group()
 
 
+def check_parallel(parallel: str) -> None:
+    """Refuse ``parallel="fsdp"`` outside a torchrun launch of several processes: FSDP's point
+    is to shard parameters, gradients and optimizer state across processes, and one process
+    would silently train unsharded (the memory the user planned for would not be saved)."""
+    if parallel == "fsdp" and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        raise ConfigError(
+            "--parallel fsdp: shards the model across the processes of a torchrun launch, and this run is one "
+            "process (WORLD_SIZE is not set); launch it with torchrun --nproc_per_node N, or drop --parallel"
+        )
+
+
 def check_divisible(batch_size: int, info: DistInfo) -> None:
     if batch_size % info.world_size:
         raise ConfigError(

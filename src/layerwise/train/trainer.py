@@ -196,10 +196,17 @@ class Trainer:
     train_data, val_data: what ``task.make_source`` accepts (a TokenStream, an
         ImageClassification, an EncodedText, a tuple of tensors) or a ready BatchSource.
     callback: called with every :class:`Event` (a progress bar, a test's interrupt).
-    run_info: extra JSON written into config.json and checkpoints (data, tokenizer, ...).
+    run_info: extra JSON written into config.json and checkpoints (data, tokenizer, ...); its
+        ``name``, when given, titles the loss curve.
     run: the :class:`~layerwise.rundir.RunDir` a job opened for ``config.out_dir``; without
         it the trainer opens ``out_dir`` itself (:func:`~layerwise.rundir.open_run`), and
         finishes it at the end.
+    notes: what the person starting the run should be told before it trains (a model the
+        job changed to fit the data, ...): in the "start" event and ``TrainResult.notes``.
+    params_base: (base model's parameters, parameters a strategy added) when ``model`` is not
+        the whole model that a "trainable of total" line should count (a fine-tune: LoRA
+        factors added, or only the stages above a cached frozen prefix): the "start" event's
+        ``params`` is then the base model's count, the one denominator of every such line.
     saved_module, saved_names: checkpoint only these entries of ``saved_module``'s state
         dict (a fine-tune saves what its strategy trains, not the frozen base; the trained
         ``model`` may be a wrapper of ``saved_module``, e.g. the cached suffix).
@@ -215,6 +222,8 @@ class Trainer:
         callback: Callable[[Event], None] | None = None,
         run_info: dict | None = None,
         run: RunDir | None = None,
+        notes: list[str] | None = None,
+        params_base: tuple[int, int] | None = None,
         saved_module: nn.Module | None = None,
         saved_names=None,
     ) -> None:
@@ -230,6 +239,8 @@ class Trainer:
         self.callback = callback
         self.run_info = dict(run_info or {})
         self.run = run
+        self.notes = list(notes or [])
+        self.params_base = params_base
         self.saved_module = saved_module if saved_module is not None else model
         self.saved_names = set(saved_names) if saved_names is not None else None
         self.device: torch.device | None = None
@@ -313,6 +324,7 @@ class Trainer:
             raise ConfigError("--resume: needs --out-dir naming the run directory to resume from")
         device_type = "cuda" if cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available()) else "cpu"
         _resolve_device(cfg.device)  # an unusable device fails before anything is written
+        D.check_parallel(cfg.parallel)
         own_run = self.run is None and cfg.out_dir is not None
         if own_run:
             self.run = open_run(cfg.out_dir, "train", resume=resume, overwrite=overwrite, compatible=("*",))
@@ -387,7 +399,7 @@ class Trainer:
 
         run_dir = Path(cfg.out_dir) if cfg.out_dir is not None else None
         run = self.run
-        notes: list[str] = list(run.notes) if run is not None else []
+        notes: list[str] = (list(run.notes) if run is not None else []) + self.notes
         mgr = CheckpointManager(run_dir / "checkpoints", cfg.keep_last) if run_dir is not None else None
         step = 0
         loop: dict[str, Any] = {"best": None, "bad_evals": 0, "elapsed_s": 0.0, "step_s": 0.0, "initial_loss": None,
@@ -426,7 +438,8 @@ class Trainer:
             "notes": notes,
             "device": str(device),
             "world_size": info.world_size,
-            "params": n_params,
+            "params": self.params_base[0] if self.params_base else n_params,
+            "params_added": self.params_base[1] if self.params_base else 0,
             "trainable_params": n_train,
             "batches_per_epoch": bpe,
             "flops_per_step": step_flops,
@@ -584,7 +597,8 @@ class Trainer:
             log.write_csv()
             log.close()
         if main:
-            log.plot(title=f"{(model_config or {}).get('family') or type(base).__name__}: {step} steps")
+            label = self.run_info.get("name") or (model_config or {}).get("family") or type(base).__name__.lstrip("_")
+            log.plot(title=f"{label}: {step:,} step{'' if step == 1 else 's'}")
         history = [r for r in log.records if r.get("split") == "train"]
         evals = [r for r in log.records if r.get("split") == "val"]
         if final is None and evals:
