@@ -26,6 +26,8 @@ cfg = TrainConfig(
     eval_every=4, parallel=parallel, num_threads=1, out_dir=None if run_dir == "-" else run_dir, checkpoint_every=4,
 )
 res = train(model, LanguageModelTask(16), tokens, val, cfg, resume=resume)
+# the threads still running in this process after train() (Linux names them in /proc)
+threads = [open(f"/proc/self/task/{t}/comm").read().strip() for t in sorted(os.listdir("/proc/self/task"))]
 if os.environ.get("RANK", "0") == "0":
     with open(out, "w") as f:
-        json.dump({"losses": res.losses, "val": [r["loss"] for r in res.evals]}, f)
+        json.dump({"losses": res.losses, "val": [r["loss"] for r in res.evals], "threads": threads}, f)

@@ -12,7 +12,6 @@ from layerwise.models import build
 from layerwise.train import load_model
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
-TEARDOWN_ABORT = "terminate called without an active exception"
 pytestmark = pytest.mark.slow
 
 
@@ -23,11 +22,6 @@ def _run(tmp_path, name, *args, procs=1):
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1", "--nproc_per_node", str(procs), *cmd[1:]]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, timeout=300)
-    if proc.returncode != 0 and TEARDOWN_ABORT in proc.stderr:
-        # gloo's C++ threads occasionally abort a worker as the process group is torn down
-        # (about 1 run in 10+ under a loaded 2-core CI); that is not what this test checks,
-        # so the launch is repeated once. Any other failure, or a second abort, fails.
-        proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(out.read_text())
 
@@ -35,6 +29,10 @@ def _run(tmp_path, name, *args, procs=1):
 def test_ddp_and_fsdp_match_one_process(tmp_path):
     one = _run(tmp_path, "one", "ddp", "-", "12")
     ddp = _run(tmp_path, "ddp", "ddp", "-", "12", procs=2)
+    # fit() left the process group and nothing kept it alive, so gloo's threads were joined
+    # before train() returned instead of running on into interpreter shutdown, where gloo
+    # can abort a worker ("terminate called without an active exception")
+    assert [t for t in ddp["threads"] if "gloo" in t] == [], ddp["threads"]
     # the same global batches and gradients; only the order of float sums differs
     assert ddp["losses"] == pytest.approx(one["losses"], rel=1e-5)
     assert ddp["val"] == pytest.approx(one["val"], rel=1e-5)

@@ -49,6 +49,7 @@ def init_distributed(device_type: str = "cpu") -> DistInfo:
         return DistInfo()
     owns = False
     if not dist.is_initialized():
+        _bind_world_defaults()
         backend = "nccl" if device_type == "cuda" else "gloo"
         if device_type == "cuda":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
@@ -63,11 +64,38 @@ def init_distributed(device_type: str = "cpu") -> DistInfo:
     )
 
 
-def close(info: DistInfo) -> None:
-    """Leave the process group this module created (after every process got here: gloo
-    aborts a process whose peers tear the group down under it)."""
+# Modules that bind ``dist.group.WORLD`` as a default argument value when they are imported.
+# Imported after ``init_process_group`` they hold the live default group for the rest of the
+# interpreter, so ``destroy_process_group`` cannot free it: gloo's worker and TCP-loop threads
+# then outlive the training and are still running while the interpreter shuts down, where
+# they can abort the process ("terminate called without an active exception"). DDP's constructor
+# imports ``torch._dynamo``, which imports ``torch.distributed.nn.functional``, so every
+# DDP/FSDP run hit this. Imported before the group exists, the defaults are ``None``
+# (the default group at call time).
+_WORLD_DEFAULT_MODULES = (
+    "torch.distributed.nn.functional",
+    "torch.distributed.optim.zero_redundancy_optimizer",
+    "torch.distributed.fsdp.sharded_grad_scaler",
+    "torch._dynamo",  # imported by DistributedDataParallel.__init__; pulls in the first
+)
+
+
+def _bind_world_defaults() -> None:
+    import importlib
+
+    for name in _WORLD_DEFAULT_MODULES:
+        importlib.import_module(name)
+
+
+def close(info: DistInfo, failed: bool = False) -> None:
+    """Leave the process group this module created, so that its threads are joined here and
+    not while the interpreter exits. After a normal run every process first waits for the
+    others (gloo aborts a process whose peers tear the group down under it); after a failure
+    (``failed``) it does not, since a peer may be inside another collective and would never
+    reach the barrier."""
     if info.owns_group and dist.is_initialized():
-        dist.barrier()
+        if not failed:
+            dist.barrier()
         dist.destroy_process_group()
 
 

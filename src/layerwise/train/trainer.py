@@ -331,9 +331,12 @@ class Trainer:
         info = D.init_distributed(device_type)
         try:
             with self.run if own_run else contextlib.nullcontext():
-                return self._fit(info, resume)
-        finally:
-            D.close(info)
+                result = self._fit(info, resume)
+        except BaseException:
+            D.close(info, failed=True)
+            raise
+        D.close(info)
+        return result
 
     def _fit(self, info: D.DistInfo, resume: bool) -> TrainResult:
         cfg, task = self.config, self.task
