@@ -70,8 +70,9 @@ def init_distributed(device_type: str = "cpu") -> DistInfo:
 # then outlive the training and are still running while the interpreter shuts down, where
 # they can abort the process ("terminate called without an active exception"). DDP's constructor
 # imports ``torch._dynamo``, which imports ``torch.distributed.nn.functional``, so every
-# DDP/FSDP run hit this. Imported before the group exists, the defaults are ``None``
-# (the default group at call time).
+# DDP run hit this. Imported before the group exists, the defaults are ``None`` (the
+# default group at call time). Under FSDP the sharded model itself (its DTensors' DeviceMesh)
+# still holds the group for as long as the model object lives.
 _WORLD_DEFAULT_MODULES = (
     "torch.distributed.nn.functional",
     "torch.distributed.optim.zero_redundancy_optimizer",
