@@ -134,7 +134,8 @@ OWNER_ORDER = ("train", "pretrain", "finetune", "generate", "eval", "summary", "
 
 
 def _flag_key(a: argparse.Action):
-    return a.dest if a.dest in _train_config_fields() else (a.dest, a.help, a.type, a.choices)
+    choices = tuple(a.choices) if a.choices is not None else None  # argparse keeps the list it was given
+    return a.dest if a.dest in _train_config_fields() else (a.dest, a.help, a.type, choices)
 
 
 def _owners() -> dict:

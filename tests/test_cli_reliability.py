@@ -313,7 +313,7 @@ def test_finetune_lines_share_one_denominator_and_the_head_trains(tiny, tmp_path
     summary = re.search(r"lora:4: trains ([\d,]+) of ([\d,]+) base parameters .*head ([\d,]+)", out)
     assert start and summary
     assert start.group(1, 2) == summary.group(1, 2)
-    assert int(summary.group(3).replace(",", "")) == 48 * 2 + 2  # the new score head (48 → 2) trains
+    assert int(summary.group(3).replace(",", "")) == 48 * 2  # the new score head (48 → 2, no bias, as transformers' GPT2ForSequenceClassification) trains
     assert "trained 1 step in" in out
 
 
