@@ -399,8 +399,9 @@ the backward pass, gradient accumulation (`--grad-accum`) reaches a large batch 
 ones, and parameter-efficient fine-tuning removes most gradients and optimizer state. The two
 plans below are the same GPT-2 step at batch {batch} × {seq} tokens: bf16 autocast with
 checkpointing cuts the saved activations from {act_a} to {act_b} and the peak from {peak_a} to
-{peak_b}, for {flops_more} more FLOPs per step. The AdamW state ({optim}) is untouched: only a
-smaller optimizer, sharding or fewer trainable parameters reduce it.
+{peak_b}, for {flops_more} more FLOPs per step. The AdamW state ({optim}) is untouched: state in
+16 bits (`--precision bf16-true`), a smaller optimizer, sharding over devices or fewer
+trainable parameters reduce it.
 
 {cmd0}
 
