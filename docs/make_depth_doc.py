@@ -41,8 +41,9 @@ def _depth_headline(res: dict) -> list[str]:
                      f"{_mean(deep['train_loss']):.4f} |")
     if not lines:
         return []
-    return ["", "At 16 weight layers deep (mnist-5k, width 64, mean over seeds; ratio = last weight layer's gradient "
-            "norm ÷ the first's at initialisation):", "",
+    wd = _point(res, "sigmoid", 16).get("weight_depth") if _point(res, "sigmoid", 16) else None
+    return ["", f"At depth 16 (16 hidden layers of width 64; weight_depth {wd} with the head), on mnist-5k, mean over "
+            "seeds; ratio = the last weight layer's gradient norm ÷ the first's at initialisation:", "",
             "| network | gradient ratio, depth 16 | test accuracy, depth 1 | test accuracy, depth 16 | "
             "train loss, depth 1 | train loss, depth 16 |",
             "|---|---|---|---|---|---|", *lines]
