@@ -217,3 +217,15 @@ def test_a_failing_forward_prints_a_partial_report_then_one_error_line(capsys, t
     assert "✗" in row["c"] and "forward failed here; inputs [3, 4]" in row["c"]
     assert re.search(r"Parameters \(each tensor once\)\s+224\n", out)  # the module tree's total: 144 + 68 + 12
     assert "forward failed at c (Linear), inputs [3, 4]; rows after it were not traced" in out
+
+
+def test_no_sizes_leaves_out_the_planned_lines_only(capsys):
+    assert main(["summary", "seed-mlp"]) == 0
+    full = capsys.readouterr().out
+    assert main(["summary", "seed-mlp", "--no-sizes"]) == 0
+    short = capsys.readouterr().out
+    assert "Estimated training footprint" in full and "Activations per example" in full
+    assert "Estimated training footprint" not in short and "Activations per example" not in short
+    assert "Params size (weights)" in short  # the weights' bytes come from the analysis, not the planner
+    assert main(["summary", "seed-mlp", "--no-sizes", "--format", "json"]) == 0
+    assert "sizes" not in json.loads(capsys.readouterr().out)

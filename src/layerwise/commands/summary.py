@@ -56,7 +56,8 @@ def run(args) -> int:
                 # what the forward got through, and the module tree's rows and totals; the error line follows
                 _write(args, _render(args, [e.partial], table), partial=True)
             raise
-    single = len(analyses) == 1 and len(resolved) == 1 and not args.keras and args.format != "csv" and args.by == "layer"
+    single = (len(analyses) == 1 and len(resolved) == 1 and not args.keras and args.format != "csv" and args.by == "layer"
+              and not args.no_sizes)
     size = None
     if single and analyses[0].traced:
         from layerwise.report.sizes import sizes
@@ -172,6 +173,9 @@ def register(sub) -> None:
                    help="weights' dtype: float32, bfloat16 or float16 (default: the config's own dtype, else float32)")
     s.add_argument("--by", choices=["layer", "kind", "block", "role"], default="layer",
                    help="rows per layer, layer kind, block, or role (input / hidden / output layers, with formulas)")
+    s.add_argument("--no-sizes", action="store_true",
+                   help="leave out the size block's activation and training-footprint lines (they run one planned "
+                        "training step on the meta device: seconds on a 400B model)")
     s.add_argument("--order", choices=["forward", "tree"], default="forward",
                    help="layer rows in forward (execution) order, or in the module tree's order")
     s.add_argument("--show-nesting", type=nonnegative_int, default=None, metavar="N",
