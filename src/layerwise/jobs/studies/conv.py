@@ -33,7 +33,6 @@ from layerwise.analysis import analyze
 from layerwise.analysis.formulas import formula
 from layerwise.analysis.kinds import conv_kind
 from layerwise.errors import ConfigError
-from layerwise.io import atomic_write_text
 from layerwise.jobs.studies import point as P
 from layerwise.jobs.studies import sweep
 from layerwise.jobs.studies.depth import mean_sd
@@ -316,8 +315,7 @@ def run_conv_study(out_dir: str | Path, spec: ConvSpec, resume: bool = False, ov
     """Run the study into ``out_dir``; returns the results document (also ``results.json``)
     and writes the plots, the report sections and ``report.html``."""
     from layerwise.jobs.studies.conv_report import conv_sections
-    from layerwise.report.html import report_for_run_dir, write_manifest
-    from layerwise.rundir import check_run, open_run
+    from layerwise.rundir import check_run
 
     command = "study-conv"
     check_run(out_dir, command, resume=resume, overwrite=overwrite)
@@ -325,21 +323,15 @@ def run_conv_study(out_dir: str | Path, spec: ConvSpec, resume: bool = False, ov
     points = plan_points(spec)
     per_layer = {d: {n: layer_comparison(n, _shape(d)) for n in spec.networks} for d in spec.data}
     todo = units(spec, points)
-    out_dir = Path(out_dir)
-    with open_run(out_dir, command, resume=resume, overwrite=overwrite, argv=argv, info={"quick": spec.quick}) as run:
-        sweep.check_spec(run, spec.to_dict())
-        for note in run.notes:
-            emit(f"note: {note}")
-        n_threads = sweep.threads_per_job(jobs, threads)
-        emit(f"{len(points)} networks × {spec.seeds} seeds = {len(todo)} runs; {jobs} process(es) × {n_threads} thread(s)")
-        records = sweep.run_units(out_dir, todo, P.run_unit, jobs=jobs, threads=threads, on_done=on_done)
+
+    def finish(records: dict, n_threads: int):
         summary = summarise(points, records)
         doc = {"study": "conv", "spec": spec.to_dict(), "seconds": time.perf_counter() - t0,
                "machine": {"cores": sweep.cores(), "jobs": jobs, "threads_per_job": n_threads},
                "metrics": conv_metrics(spec, summary, per_layer), "per_layer": per_layer,
                "canonical_layers": canonical_layers(), "points": summary, "runs": [records[u["key"]] for u in todo]}
-        sections = conv_sections(out_dir, spec, doc)
-        atomic_write_text(out_dir / "results.json", json.dumps(doc, indent=1, allow_nan=False) + "\n")
-        write_manifest(out_dir, "study conv", sections)
-        report_for_run_dir(out_dir)
-    return doc
+        return doc, "study conv", conv_sections(Path(out_dir), spec, doc)
+
+    return sweep.run_study(out_dir, command, spec.to_dict(), todo, P.run_unit, finish,
+                           what=f"{len(points)} networks × {spec.seeds} seeds", quick=spec.quick, resume=resume,
+                           overwrite=overwrite, jobs=jobs, threads=threads, argv=argv, on_done=on_done, emit=emit)

@@ -34,7 +34,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from layerwise.errors import ConfigError
-from layerwise.io import atomic_write_text
 from layerwise.jobs.studies import point as P
 from layerwise.jobs.studies import sweep
 from layerwise.models.registry import build, get_config
@@ -420,22 +419,17 @@ def run_depth_study(out_dir: str | Path, spec: DepthSpec, resume: bool = False, 
                     on_done: Callable | None = None, emit: Callable[[str], None] = lambda line: None) -> dict:
     """Run the study into run directory ``out_dir``; returns the results document (also
     ``results.json``) and writes the plots, ``report-sections.json`` and ``report.html``."""
-    from layerwise.report.html import report_for_run_dir, write_manifest
-    from layerwise.rundir import check_run, open_run
+    from layerwise.rundir import check_run
 
     command = "study-depth"
     check_run(out_dir, command, resume=resume, overwrite=overwrite)
     t0 = time.perf_counter()
     points = plan_points(spec)  # budget errors before anything is written
     todo = units(spec, points)
-    out_dir = Path(out_dir)
-    with open_run(out_dir, command, resume=resume, overwrite=overwrite, argv=argv, info={"quick": spec.quick}) as run:
-        sweep.check_spec(run, spec.to_dict())
-        for note in run.notes:
-            emit(f"note: {note}")
-        n_threads = sweep.threads_per_job(jobs, threads)
-        emit(f"{len(points)} points × {spec.seeds} seeds = {len(todo)} runs; {jobs} process(es) × {n_threads} thread(s)")
-        records = sweep.run_units(out_dir, todo, P.run_unit, jobs=jobs, threads=threads, on_done=on_done)
+
+    def finish(records: dict, n_threads: int):
+        from layerwise.jobs.studies.depth_report import depth_sections
+
         summary = summarise(points, records)
         doc = {
             "study": "depth", "spec": spec.to_dict(), "seconds": time.perf_counter() - t0,
@@ -444,11 +438,9 @@ def run_depth_study(out_dir: str | Path, spec: DepthSpec, resume: bool = False, 
             "metrics": study_metrics(spec, summary), "points": summary,
             "runs": [records[u["key"]] for u in todo],
         }
-        from layerwise.jobs.studies.depth_report import depth_sections
+        return doc, f"study depth: {spec.family}", depth_sections(Path(out_dir), spec, doc)
 
-        sections = depth_sections(out_dir, spec, doc)
-        atomic_write_text(out_dir / "results.json", json.dumps(doc, indent=1, allow_nan=False) + "\n")
-        write_manifest(out_dir, f"study depth: {spec.family}", sections)
-        report_for_run_dir(out_dir)
-    return doc
+    return sweep.run_study(out_dir, command, spec.to_dict(), todo, P.run_unit, finish,
+                           what=f"{len(points)} points × {spec.seeds} seeds", quick=spec.quick, resume=resume,
+                           overwrite=overwrite, jobs=jobs, threads=threads, argv=argv, on_done=on_done, emit=emit)
 

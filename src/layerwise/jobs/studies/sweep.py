@@ -160,3 +160,32 @@ def run_units(run_dir: Path, units: list[dict], execute: Callable[[dict], dict],
     if missing:
         raise LoadError(f"{run_dir}: {len(missing)} runs did not finish ({missing[0]} …)")
     return {u["key"]: done[u["key"]] for u in units}
+
+
+def run_study(out_dir: str | Path, command: str, spec: dict, todo: list[dict], execute: Callable[[dict], dict],
+              finish: Callable[[dict[str, dict], int], tuple[dict, str, list]], *, what: str, quick: bool = False,
+              resume: bool = False, overwrite: bool = False, jobs: int = 1, threads: int | None = None,
+              argv: list[str] | None = None, on_done: Callable | None = None,
+              emit: Callable[[str], None] = lambda line: None) -> dict:
+    """The frame every study shares: open the run directory ``out_dir`` for ``command`` (its
+    manifest; ``--resume`` only with the same ``spec``), run the units ``todo`` through
+    ``execute`` (:func:`run_units`), then ``finish(records, threads per job)`` → (results
+    document, report title, report sections), written as ``results.json``,
+    ``report-sections.json`` and ``report.html``. ``what`` names the sweep in the first line
+    emitted ("12 points × 3 seeds"). Returns the results document."""
+    from layerwise.report.html import report_for_run_dir, write_manifest
+    from layerwise.rundir import open_run
+
+    out_dir = Path(out_dir)
+    with open_run(out_dir, command, resume=resume, overwrite=overwrite, argv=argv, info={"quick": quick}) as run:
+        check_spec(run, spec)
+        for note in run.notes:
+            emit(f"note: {note}")
+        n_threads = threads_per_job(jobs, threads)
+        emit(f"{what} = {len(todo)} runs; {jobs} process(es) × {n_threads} thread(s)")
+        records = run_units(out_dir, todo, execute, jobs=jobs, threads=threads, on_done=on_done)
+        doc, title, sections = finish(records, n_threads)
+        atomic_write_text(out_dir / "results.json", json.dumps(doc, indent=1, allow_nan=False) + "\n")
+        write_manifest(out_dir, title, sections)
+        report_for_run_dir(out_dir)
+    return doc
